@@ -1,0 +1,62 @@
+# One entry point for humans and CI. Every target creates the virtualenv it needs first, so
+# `make demo` and `make test` work on a fresh machine with nothing but Python 3.11.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+CHECKOV_VENV := .venv-checkov
+# Keep TensorFlow's C++ start-up chatter out of every command's output.
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+export PYTHONDONTWRITEBYTECODE ?= 1
+
+.PHONY: venv test test-all lint check-infra demo sample-model bench clean
+
+$(BIN)/.installed: requirements.txt handler/requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -r requirements.txt
+	touch $@
+
+$(CHECKOV_VENV)/bin/.installed: requirements-checkov.txt
+	$(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/pip install --quiet --upgrade pip
+	$(CHECKOV_VENV)/bin/pip install --quiet -r requirements-checkov.txt
+	touch $@
+
+venv: $(BIN)/.installed
+
+## lint: ruff on everything, cfn-lint and checkov on the template.
+lint: $(BIN)/.installed $(CHECKOV_VENV)/bin/.installed
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/cfn-lint template.yaml
+	$(CHECKOV_VENV)/bin/checkov --quiet --compact --framework cloudformation --file template.yaml
+
+## test: what CI runs — lint, then the unit, functional and end-to-end tiers (not the slow ones).
+test: lint
+	$(BIN)/python -m pytest -n 2 -m "not slow"
+
+## test-all: also the slow tier (full-size load harness).
+test-all: lint
+	$(BIN)/python -m pytest -n 2
+
+## sample-model: train the small stand-in model on generated data and publish it to ./artifacts.
+sample-model: $(BIN)/.installed
+	@if [ -f artifacts/latest.json ]; then \
+		echo "artifacts/latest.json exists: using the published model (delete artifacts/ to retrain)"; \
+	else \
+		$(BIN)/python -m model_build.train; \
+	fi
+
+## demo: the main job on the embedded default — sample photos through the local moto stack.
+demo: sample-model
+	$(BIN)/python -m handler.local
+
+## bench: the side-by-side benchmarks (minutes; not part of the tests).
+bench: $(BIN)/.installed
+	$(BIN)/python -m bench.training_pipeline
+	$(BIN)/python -m bench.model_runtimes
+	$(BIN)/python -m bench.worker
+
+clean:
+	rm -rf $(VENV) $(CHECKOV_VENV) .pytest_cache .ruff_cache .hypothesis
