@@ -1,0 +1,507 @@
+"""Benchmark: the Lambda worker on LiteRT (float32, int8) vs the same pipeline on Keras/TensorFlow.
+
+``python -m bench.worker [--uploads 1000] [--repeats 3] [--skip-stack]``
+
+The model is the **real architecture**: ``model_build.model.build_model("mobilenet_v2",
+weights=None)`` (MobileNetV2 + the reference head, 14 labels, random weights; latency, memory and
+size do not depend on the weight values), exported with ``model_build.export`` to TFLite float32
+and int8 and published with ``model_build.publish`` like a training run. Built once, in a
+subprocess, and cached under ``.cache/bench-worker/``.
+
+For each variant — ``litert-f32`` and ``litert-int8`` (this worker: ``handler.cold_start`` loads
+the published artifact, LiteRT runs it) and ``tensorflow`` (the same handler, the same image
+function and calibration, but the ``.keras`` model under full TensorFlow) — it measures:
+
+* **cold start**: a fresh Python process per repeat; from spawning it to the first prediction
+  (imports of ``handler.app``, loading and verifying the model, decoding one photo, one
+  inference). The in-process part (after the interpreter started) is printed too.
+* **warm per-image time** for a 12-megapixel (4032×3024) and a 1-megapixel (1152×864) phone
+  JPEG: decode with ``contracts.image.decode_image`` + one inference at batch 1; median.
+* **per image in a batch of 10**: ten such photos decoded in the worker's fetch pool and one
+  inference for all ten, as an SQS batch is processed; total ÷ 10.
+* **peak RSS** of that process (``VmHWM``).
+* **GB-seconds per 1,000 images, compute only**: that peak RSS × the per-image time in a batch
+  of ten 1 MP photos × 1,000 (what the function costs without the AWS round trips).
+* **local stack throughput**: ``--uploads`` JPEGs (about 1 MP each) uploaded to a moto server
+  (in this parent process), S3 → SQS notifications, drained in a fresh worker process through
+  ``handler.app.lambda_handler`` in batches of 10: images/s over the drain, and GB-seconds per
+  1,000 images = peak RSS of the worker process × time spent inside the handler.
+
+Prints a table with the ratios and targets and writes ``bench/results/worker.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Final
+
+import numpy as np
+
+REPOSITORY_ROOT: Final[Path] = Path(__file__).resolve().parent.parent
+CACHE: Final[Path] = REPOSITORY_ROOT / ".cache" / "bench-worker"
+RESULTS: Final[Path] = REPOSITORY_ROOT / "bench" / "results" / "worker.json"
+VARIANTS: Final[tuple[str, ...]] = ("litert-f32", "litert-int8", "tensorflow")
+PHOTO_SIZES: Final[dict[str, tuple[int, int]]] = {"12mp": (4032, 3024), "1mp": (1152, 864)}
+STACK_PHOTO_SIZE: Final[tuple[int, int]] = (1152, 864)
+STACK_DISTINCT_PHOTOS: Final[int] = 40
+WARM_REPEATS: Final[int] = 15
+TARGETS: Final[dict[str, str]] = {
+    "cold_start_s": "≤ 0.8 s and ≥ 6× faster than TensorFlow",
+    "peak_rss_mb": "≤ 250 MB",
+    "warm_12mp_ms": "≤ 30 ms",
+    "warm_1mp_ms": "≤ 10 ms",
+    "gb_seconds_per_1000": "≥ 5× fewer than TensorFlow",
+}
+
+
+# ------------------------------------------------------------------------------ preparation ---
+
+
+def phone_jpeg(size: tuple[int, int], seed: int, label_index: int = 0) -> bytes:
+    """A phone-like JPEG: a sample product photo upscaled to ``size`` with sensor noise."""
+    from PIL import Image
+
+    from model_build.sample_data import LABELS, draw_sample_image
+
+    rng = np.random.default_rng(seed)
+    drawn = draw_sample_image(LABELS[label_index % len(LABELS)], rng, size=768)
+    pixels = np.asarray(drawn.resize(size, Image.Resampling.BICUBIC), dtype=np.float32)
+    pixels += rng.standard_normal(pixels.shape, dtype=np.float32) * 3.0
+    buffer = io.BytesIO()
+    Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(buffer, "JPEG", quality=90)
+    return buffer.getvalue()
+
+
+def _build_model(out_dir: Path) -> None:
+    """Subprocess: the reference architecture, exported and published (imports TensorFlow)."""
+    import keras
+
+    from contracts.image import image_to_tensor
+    from model_build.export import convert_float32, convert_int8
+    from model_build.model import build_model
+    from model_build.publish import publish_run
+    from model_build.sample_data import LABELS
+
+    keras.utils.set_random_seed(0)
+    model = build_model("mobilenet_v2", num_classes=len(LABELS), weights=None)
+    representative = np.stack(
+        [image_to_tensor(phone_jpeg((640, 480), seed, seed)) for seed in range(32)]
+    )
+    run_dir = out_dir / "run"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "model.tflite").write_bytes(convert_float32(model))
+    (run_dir / "model_int8.tflite").write_bytes(convert_int8(model, representative))
+    model.save(run_dir / "model.keras")
+    (run_dir / "labels.json").write_text(json.dumps(list(LABELS)))
+    calibration = {
+        "temperature": 1.0,
+        "review_threshold": 0.5,
+        "target_precision": 0.98,
+        "coverage": 0.5,
+    }
+    note = "bench/worker.py: MobileNetV2 architecture, weights=None (untrained)"
+    (run_dir / "metrics.json").write_text(
+        json.dumps({"accuracy": None, "note": note, "calibration": calibration})
+    )
+    (run_dir / "export.json").write_text(json.dumps({"int8_published": True}))
+    (run_dir / "config.json").write_text(json.dumps({"model": "mobilenet_v2", "weights": None}))
+    (run_dir / "report").mkdir(exist_ok=True)
+    (run_dir / "report" / "index.html").write_text(f"<html><body>{note}</body></html>")
+    publish_run(run_dir, str(out_dir / "artifacts"), log=lambda _message: None)
+
+
+def prepare() -> Path:
+    """The cached bench folder: ``artifacts/`` (published model) and ``photos/``."""
+    marker = CACHE / "ready.json"
+    if marker.is_file():
+        return CACHE
+    CACHE.mkdir(parents=True, exist_ok=True)
+    print("bench: building MobileNetV2 (weights=None) and exporting it (once) ...", flush=True)
+    subprocess.run(
+        [sys.executable, "-m", "bench.worker", "--build-model", str(CACHE)],
+        cwd=REPOSITORY_ROOT,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""},
+        check=True,
+    )
+    photos = CACHE / "photos"
+    photos.mkdir(exist_ok=True)
+    for name, size in PHOTO_SIZES.items():
+        (photos / f"{name}.jpg").write_bytes(phone_jpeg(size, seed=11))
+    marker.write_text(json.dumps({"photos": list(PHOTO_SIZES)}))
+    return CACHE
+
+
+# ----------------------------------------------------------------------- variant processes ---
+
+
+class KerasClassifier:
+    """The worker's classifier interface over a Keras model on TensorFlow (the comparison)."""
+
+    def __init__(self, model_path: Path, labels: list[str], temperature: float) -> None:
+        import keras
+
+        self.model = keras.models.load_model(model_path, compile=False)
+        self.labels = labels
+        self.temperature = temperature
+
+    def predict(self, pixels: np.ndarray) -> list[Any]:
+        from handler.classifier import calibrate, predictions
+
+        if len(pixels) == 0:
+            return []
+        probabilities = np.asarray(self.model.predict_on_batch(pixels))
+        return predictions(calibrate(probabilities, self.temperature), self.labels)
+
+
+def _load_classifier(variant: str) -> tuple[Any, Any]:
+    """What the worker's cold start does for ``variant``: (classifier, artifact)."""
+    from handler.cold_start import load_model
+    from handler.settings import load_settings
+
+    settings = load_settings()
+    if variant != "tensorflow":
+        return load_model(settings)
+    from contracts.artifact import RUNTIME_FILES, load_artifact
+
+    artifact = load_artifact(settings.model_uri, only=(*RUNTIME_FILES, "model.keras"))
+    classifier = KerasClassifier(
+        artifact.files["model.keras"], artifact.labels, artifact.calibration.temperature
+    )
+    return classifier, artifact
+
+
+def _child_latency(variant: str, spawned_at: float, photos: Path) -> dict[str, Any]:
+    started = time.perf_counter()
+    import handler.app  # noqa: F401 - part of the cold start being measured
+    from contracts.image import decode_image
+
+    classifier, _artifact = _load_classifier(variant)
+    first = (photos / "1mp.jpg").read_bytes()
+    classifier.predict(decode_image(first).pixels[None])
+    cold_in_process = time.perf_counter() - started
+    cold_total = time.time() - spawned_at
+    result: dict[str, Any] = {"cold_start_s": cold_total, "cold_in_process_s": cold_in_process}
+    for name in PHOTO_SIZES:
+        data = (photos / f"{name}.jpg").read_bytes()
+        totals, decodes, inferences = [], [], []
+        for _ in range(WARM_REPEATS):
+            t0 = time.perf_counter()
+            pixels = decode_image(data).pixels[None]
+            t1 = time.perf_counter()
+            classifier.predict(pixels)
+            t2 = time.perf_counter()
+            totals.append(t2 - t0)
+            decodes.append(t1 - t0)
+            inferences.append(t2 - t1)
+        result[f"warm_{name}_ms"] = statistics.median(totals) * 1000
+        result[f"decode_{name}_ms"] = statistics.median(decodes) * 1000
+        result[f"inference_{name}_ms"] = statistics.median(inferences) * 1000
+        result[f"batch10_{name}_ms"] = _per_image_in_a_batch(classifier, data) * 1000
+    result["peak_rss_mb"] = peak_rss_mb()
+    return result
+
+
+def _per_image_in_a_batch(classifier: Any, data: bytes, size: int = 10) -> float:
+    """Seconds per image when ``size`` photos go through the worker's path: decoded in the
+    worker's fetch pool (``IO_THREADS``), then one inference for all of them."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from contracts.image import decode_image
+    from handler.worker import IO_THREADS
+
+    timings = []
+    with ThreadPoolExecutor(IO_THREADS) as pool:
+        for _ in range(WARM_REPEATS // 3 + 1):
+            started = time.perf_counter()
+            decoded = list(pool.map(lambda raw: decode_image(raw).pixels, [data] * size))
+            classifier.predict(np.stack(decoded))
+            timings.append((time.perf_counter() - started) / size)
+    return statistics.median(timings)
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident set (VmHWM). Not ``ru_maxrss``: Linux carries the parent's
+    peak across fork + exec into it, which would charge the parent's memory to the child."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _child_stack(variant: str, queue_url: str) -> dict[str, Any]:
+    """Drain the local stack's queue through the real handler; time and memory of this process."""
+    import boto3
+
+    from handler import app
+    from handler.local import LocalContext, drain_queue
+
+    if variant == "tensorflow":
+        # Same worker, Keras classifier instead of LiteRT (the container has TensorFlow here).
+        from handler.cold_start import CLIENT_CONFIG
+        from handler.settings import load_settings
+        from handler.worker import Worker
+
+        settings = load_settings()
+        classifier, artifact = _load_classifier(variant)
+        app._worker = Worker(
+            classifier=classifier,
+            model_version=artifact.version,
+            review_threshold=artifact.calibration.review_threshold,
+            table=settings.catalogue_table,
+            s3_client=boto3.client("s3", config=CLIENT_CONFIG),
+            dynamodb_client=boto3.client("dynamodb", config=CLIENT_CONFIG),
+            max_image_bytes=settings.max_image_bytes,
+            max_image_pixels=settings.max_image_pixels,
+        )
+    handler_seconds = 0.0
+
+    def timed_handler(event: dict[str, Any]) -> dict[str, Any]:
+        nonlocal handler_seconds
+        started = time.perf_counter()
+        try:
+            return app.lambda_handler(event, LocalContext())
+        finally:
+            handler_seconds += time.perf_counter() - started
+
+    stats = drain_queue(boto3.client("sqs"), queue_url, timed_handler, max_seconds=1800)
+    return {
+        "drain_s": stats.seconds,
+        "handler_s": handler_seconds,
+        "batches": stats.batches,
+        "received": stats.received,
+        "returned": stats.returned,
+        "peak_rss_mb": peak_rss_mb(),
+    }
+
+
+def _variant_environment(variant: str, artifacts: Path) -> dict[str, str]:
+    environment = {
+        **os.environ,
+        "PYTHONPATH": str(REPOSITORY_ROOT),
+        "TF_CPP_MIN_LOG_LEVEL": "3",
+        "CUDA_VISIBLE_DEVICES": "",
+        "MODEL_URI": str(artifacts),
+        "MODEL_VARIANT": "int8" if variant == "litert-int8" else "float32",
+        "CATALOGUE_TABLE": os.environ.get("CATALOGUE_TABLE", "bench-table"),
+        "LOG_LEVEL": "ERROR",
+        "POWERTOOLS_METRICS_DISABLED": "true",
+    }
+    environment.setdefault("AWS_DEFAULT_REGION", "eu-west-1")
+    return environment
+
+
+def _run_child(arguments: list[str], environment: dict[str, str]) -> dict[str, Any]:
+    completed = subprocess.run(
+        [sys.executable, "-m", "bench.worker", *arguments],
+        cwd=REPOSITORY_ROOT,
+        env=environment,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    lines = [line for line in completed.stdout.splitlines() if line.startswith("RESULT ")]
+    if completed.returncode != 0 or not lines:
+        raise RuntimeError(f"bench child {arguments} failed:\n{completed.stderr[-4000:]}")
+    return json.loads(lines[-1].removeprefix("RESULT "))
+
+
+# ----------------------------------------------------------------------------- measurements ---
+
+
+def measure_latency(folder: Path, repeats: int) -> dict[str, dict[str, Any]]:
+    results: dict[str, dict[str, Any]] = {}
+    for variant in VARIANTS:
+        runs = []
+        for _ in range(repeats):
+            environment = _variant_environment(variant, folder / "artifacts")
+            arguments = ["--child-latency", variant, str(time.time()), str(folder / "photos")]
+            runs.append(_run_child(arguments, environment))
+        merged = {name: statistics.median(run[name] for run in runs) for name in runs[0]}
+        merged["peak_rss_mb"] = max(run["peak_rss_mb"] for run in runs)
+        # Compute alone (no S3, SQS or DynamoDB latency): peak memory × per-image time of a
+        # batch of ten 1 MP photos, for 1,000 images.
+        merged["compute_gb_seconds_per_1000"] = (
+            merged["peak_rss_mb"] / 1024 * merged["batch10_1mp_ms"] / 1000 * 1000
+        )
+        results[variant] = merged
+        print(
+            f"  {variant:12s} cold {merged['cold_start_s']:.2f} s, "
+            f"warm 12MP {merged['warm_12mp_ms']:.1f} ms, 1MP {merged['warm_1mp_ms']:.1f} ms, "
+            f"peak RSS {merged['peak_rss_mb']:.0f} MB",
+            flush=True,
+        )
+    return results
+
+
+def measure_stack(folder: Path, uploads: int) -> dict[str, dict[str, Any]]:
+    import boto3
+
+    from handler.local import moto_server
+    from infra.local_stack_resources import LocalNames, create_local_resources
+
+    photos = [
+        phone_jpeg(STACK_PHOTO_SIZE, seed=100 + i, label_index=i)
+        for i in range(STACK_DISTINCT_PHOTOS)
+    ]
+    results: dict[str, dict[str, Any]] = {}
+    with moto_server() as endpoint:
+        session = boto3.session.Session(
+            aws_access_key_id="testing", aws_secret_access_key="testing", region_name="eu-west-1"
+        )
+        s3, sqs, dynamodb = (
+            session.client(name, endpoint_url=endpoint) for name in ("s3", "sqs", "dynamodb")
+        )
+        for variant in VARIANTS:
+            suffix = variant.replace("-", "")
+            names = LocalNames(
+                bucket=f"bench-uploads-{suffix}",
+                queue=f"bench-queue-{suffix}",
+                dead_letter_queue=f"bench-dlq-{suffix}",
+                table=f"bench-catalogue-{suffix}",
+            )
+            resources = create_local_resources(
+                s3_client=s3, sqs_client=sqs, dynamodb_client=dynamodb, names=names
+            )
+            for index in range(uploads):
+                s3.put_object(
+                    Bucket=resources.bucket,
+                    Key=f"uploads/bench/{index:05d}.jpg",
+                    Body=photos[index % len(photos)],
+                )
+            environment = _variant_environment(variant, folder / "artifacts")
+            environment.update(
+                {
+                    "AWS_ENDPOINT_URL": endpoint,
+                    "AWS_ACCESS_KEY_ID": "testing",
+                    "AWS_SECRET_ACCESS_KEY": "testing",
+                    "AWS_DEFAULT_REGION": "eu-west-1",
+                    "CATALOGUE_TABLE": resources.table_name,
+                }
+            )
+            result = _run_child(["--child-stack", variant, resources.queue_url], environment)
+            catalogued = dynamodb.scan(TableName=resources.table_name, Select="COUNT")["Count"]
+            result["catalogued"] = catalogued
+            result["images_per_s"] = uploads / result["drain_s"]
+            result["gb_seconds_per_1000"] = (
+                result["peak_rss_mb"] / 1024 * result["handler_s"] * 1000 / uploads
+            )
+            results[variant] = result
+            print(
+                f"  {variant:12s} {uploads} uploads: {result['images_per_s']:.1f} images/s, "
+                f"{result['gb_seconds_per_1000']:.2f} GB-s per 1,000, catalogued {catalogued}",
+                flush=True,
+            )
+    return results
+
+
+def print_report(report: dict[str, Any]) -> None:
+    latency, stack = report["latency"], report.get("stack", {})
+    rows = [
+        ("cold start (spawn → 1st prediction), s", "cold_start_s", latency, "{:.2f}"),
+        ("  of which in-process, s", "cold_in_process_s", latency, "{:.2f}"),
+        ("warm 12 MP JPEG (decode + infer), ms", "warm_12mp_ms", latency, "{:.1f}"),
+        ("  decode / inference, ms", ("decode_12mp_ms", "inference_12mp_ms"), latency, None),
+        ("  per image in a batch of 10, ms", "batch10_12mp_ms", latency, "{:.1f}"),
+        ("warm 1 MP JPEG (decode + infer), ms", "warm_1mp_ms", latency, "{:.1f}"),
+        ("  decode / inference, ms", ("decode_1mp_ms", "inference_1mp_ms"), latency, None),
+        ("  per image in a batch of 10, ms", "batch10_1mp_ms", latency, "{:.1f}"),
+        ("peak RSS (cold + warm), MB", "peak_rss_mb", latency, "{:.0f}"),
+        ("GB-s per 1,000 (compute only, 1 MP)", "compute_gb_seconds_per_1000", latency, "{:.2f}"),
+    ]
+    if stack:
+        rows += [
+            ("stack throughput, images/s", "images_per_s", stack, "{:.1f}"),
+            ("stack worker peak RSS, MB", "peak_rss_mb", stack, "{:.0f}"),
+            ("time in handler, s", "handler_s", stack, "{:.1f}"),
+            ("GB-seconds per 1,000 images", "gb_seconds_per_1000", stack, "{:.2f}"),
+        ]
+    print(f"\n{'':42s}" + "".join(f"{v:>14s}" for v in VARIANTS))
+    for title, field, table, fmt in rows:
+        cells = []
+        for variant in VARIANTS:
+            values = table[variant]
+            if isinstance(field, tuple):
+                cells.append(f"{values[field[0]]:.1f} / {values[field[1]]:.1f}")
+            else:
+                cells.append(fmt.format(values[field]))
+        print(f"{title:42s}" + "".join(f"{cell:>14s}" for cell in cells))
+    print("\nratios (TensorFlow ÷ LiteRT; > 1 means LiteRT is better):")
+    tf = latency["tensorflow"]
+    for variant in ("litert-f32", "litert-int8"):
+        ours = latency[variant]
+        parts = [
+            f"cold start {tf['cold_start_s'] / ours['cold_start_s']:.1f}×",
+            f"warm 12 MP {tf['warm_12mp_ms'] / ours['warm_12mp_ms']:.1f}×",
+            f"warm 1 MP {tf['warm_1mp_ms'] / ours['warm_1mp_ms']:.1f}×",
+            f"peak RSS {tf['peak_rss_mb'] / ours['peak_rss_mb']:.1f}×",
+            "GB-s/1,000 compute only "
+            f"{tf['compute_gb_seconds_per_1000'] / ours['compute_gb_seconds_per_1000']:.1f}×",
+        ]
+        if stack:
+            s_tf, s_ours = stack["tensorflow"], stack[variant]
+            parts.append(f"throughput {s_ours['images_per_s'] / s_tf['images_per_s']:.1f}×")
+            parts.append(
+                f"GB-s/1,000 {s_tf['gb_seconds_per_1000'] / s_ours['gb_seconds_per_1000']:.1f}×"
+            )
+        print(f"  {variant:12s} " + ", ".join(parts))
+    print("\ntargets (2 cores): " + "; ".join(f"{k} {v}" for k, v in TARGETS.items()))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.worker", description=__doc__)
+    parser.add_argument("--uploads", type=int, default=1000)
+    parser.add_argument("--repeats", type=int, default=3, help="fresh processes per cold start")
+    parser.add_argument("--skip-stack", action="store_true")
+    parser.add_argument("--build-model", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--child-latency", nargs=3, help=argparse.SUPPRESS)
+    parser.add_argument("--child-stack", nargs=2, help=argparse.SUPPRESS)
+    arguments = parser.parse_args(argv)
+
+    if arguments.build_model:
+        _build_model(arguments.build_model)
+        return 0
+    if arguments.child_latency:
+        variant, spawned_at, photos = arguments.child_latency
+        result = _child_latency(variant, float(spawned_at), Path(photos))
+        print("RESULT " + json.dumps(result), flush=True)
+        return 0
+    if arguments.child_stack:
+        variant, queue_url = arguments.child_stack
+        print("RESULT " + json.dumps(_child_stack(variant, queue_url)), flush=True)
+        return 0
+
+    folder = prepare()
+    report: dict[str, Any] = {
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+        },
+        "model": "MobileNetV2 + reference head, weights=None, 14 labels",
+        "uploads": arguments.uploads,
+    }
+    print(f"bench: latency and memory ({arguments.repeats} fresh processes per variant)")
+    report["latency"] = measure_latency(folder, arguments.repeats)
+    if not arguments.skip_stack:
+        print(f"bench: local stack, {arguments.uploads} uploads per variant")
+        report["stack"] = measure_stack(folder, arguments.uploads)
+    print_report(report)
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"\nwritten {RESULTS.relative_to(REPOSITORY_ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,62 @@
+"""The worker's settings, read once from the environment at cold start (pydantic-settings).
+
+Environment variables (names are the field names upper-cased):
+
+* ``CATALOGUE_TABLE``  DynamoDB table name (required; ``template.yaml`` passes it by ``!Ref``).
+* ``MODEL_URI``        published model: a folder or ``s3://bucket/prefix`` (required).
+* ``MODEL_VERSION``    a version under ``MODEL_URI``; default: the one ``latest.json`` names.
+* ``MODEL_VARIANT``    ``float32`` (default) or ``int8`` (only if the artifact has one).
+* ``MODEL_CACHE_DIR``  where an ``s3://`` model is downloaded (default: the loader's, under /tmp).
+* ``REVIEW_THRESHOLD`` override of the manifest's calibrated review threshold (0..1).
+* ``MAX_IMAGE_BYTES``  objects above this are REJECTED unread (default 20 MiB).
+* ``MAX_IMAGE_PIXELS`` images above this pixel count are REJECTED before decoding (default 50 MP).
+* ``LOG_LEVEL``        Powertools logger level (default INFO).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from contracts.image import DEFAULT_MAX_IMAGE_BYTES, DEFAULT_MAX_IMAGE_PIXELS
+
+
+class ConfigurationError(RuntimeError):
+    """The worker cannot start. The message says what to fix, in one line."""
+
+
+class WorkerSettings(BaseSettings):
+    # An empty variable counts as unset: a blank CloudFormation parameter (say, no
+    # REVIEW_THRESHOLD override) arrives as "" and means "use the default".
+    model_config = SettingsConfigDict(
+        frozen=True, extra="ignore", protected_namespaces=(), env_ignore_empty=True
+    )
+
+    catalogue_table: str = Field(min_length=3, max_length=255, pattern=r"^[A-Za-z0-9_.\-]+$")
+    model_uri: str = Field(min_length=1)
+    model_version: str | None = None
+    model_variant: Literal["float32", "int8"] = "float32"
+    model_cache_dir: str | None = None
+    review_threshold: float | None = Field(default=None, ge=0.0, le=1.0)
+    max_image_bytes: int = Field(default=DEFAULT_MAX_IMAGE_BYTES, gt=0)
+    max_image_pixels: int = Field(default=DEFAULT_MAX_IMAGE_PIXELS, gt=0)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+
+def load_settings() -> WorkerSettings:
+    """Read the settings, or raise :class:`ConfigurationError` naming every bad variable."""
+    try:
+        return WorkerSettings()  # type: ignore[call-arg] - values come from the environment
+    except ValidationError as error:
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in problem['loc']).upper()}: {problem['msg']}"
+            for problem in error.errors()
+        )
+        raise ConfigurationError(f"invalid worker settings: {problems}") from None

@@ -1,0 +1,1 @@
+"""Deployment: the SAM template's companions (Dockerfile, local stack built from template.yaml)."""

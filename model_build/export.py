@@ -1,0 +1,310 @@
+"""Export a trained Keras model to TFLite: float32 and full-integer int8 (contract 4).
+
+Both files take **uint8 RGB [N, 224, 224, 3]** (contract 2: the scaling is inside the model) and
+return float32 class probabilities [N, labels]. The batch dimension is dynamic
+(``shape_signature`` ``[-1, 224, 224, 3]``): the worker calls ``resize_tensor_input`` once per
+batch size and runs a whole batch in one ``invoke``.
+
+* ``model.tflite`` is checked against Keras on every val image: top-1 must agree. A disagreement
+  is only tolerated where Keras itself is undecided (its two best probabilities closer than
+  :data:`NEAR_TIE`), because float rounding may legitimately flip such a tie; those cases are
+  counted in ``export.json``.
+* ``model_int8.tflite`` is quantised with every op in int8 (``TFLITE_BUILTINS_INT8``), its
+  activation ranges calibrated on training images (the representative dataset). Input stays uint8
+  (cast inside) and output float32, so the worker feeds both files the same way. It is kept only
+  when its top-1 agreement with float32 on val reaches :data:`INT8_MIN_AGREEMENT`; the figure is
+  recorded in ``export.json`` either way, and a rejected file is kept as
+  ``model_int8.rejected.tflite`` for inspection (publish ignores it).
+
+Keras 3 models hold resource variables, which the TFLite calibrator cannot read, so the serving
+function is frozen (variables folded into constants) before either conversion.
+
+``python -m model_build.export RUN_DIR`` writes the files into the run folder; ``publish``
+calls :func:`export_run` itself when they are missing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import sys
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Final
+
+import numpy as np
+
+from contracts.image import IMAGE_SIZE
+
+MODEL_FILE: Final[str] = "model.tflite"
+MODEL_INT8_FILE: Final[str] = "model_int8.tflite"
+MODEL_INT8_REJECTED_FILE: Final[str] = "model_int8.rejected.tflite"
+EXPORT_REPORT_FILE: Final[str] = "export.json"
+INT8_MIN_AGREEMENT: Final[float] = 0.99
+NEAR_TIE: Final[float] = 1e-4
+REPRESENTATIVE_IMAGES: Final[int] = 200
+BATCH_SIZE: Final[int] = 32
+
+
+class ExportError(ValueError):
+    """Conversion failed or the float32 file disagrees with Keras."""
+
+
+@dataclass
+class ExportReport:
+    images_checked: int
+    float32_agreement: float
+    float32_disagreements: int
+    float32_near_ties: int
+    float32_max_abs_diff: float
+    float32_bytes: int
+    int8_agreement: float | None
+    int8_published: bool
+    int8_bytes: int | None
+    int8_min_agreement: float
+    representative_images: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# --- conversion (TensorFlow) -------------------------------------------------------------------
+
+
+def _frozen_serving_function(model: Any, image_size: int) -> Any:
+    import tensorflow as tf
+    from tensorflow.python.framework.convert_to_constants import (
+        convert_variables_to_constants_v2,
+    )
+
+    spec = tf.TensorSpec([None, image_size, image_size, 3], tf.uint8, name="image")
+
+    @tf.function(input_signature=[spec])
+    def serve(image: Any) -> dict[str, Any]:
+        probabilities = model(tf.cast(image, tf.float32), training=False)
+        return {"probabilities": tf.cast(probabilities, tf.float32)}
+
+    return convert_variables_to_constants_v2(serve.get_concrete_function())
+
+
+@contextlib.contextmanager
+def _quiet_converter() -> Iterator[None]:
+    """The converter warns about its own deprecated path and unquantised uint8 inputs: noise."""
+    absl_logger = logging.getLogger("absl")
+    level = absl_logger.level
+    absl_logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Statistics for quantized inputs")
+            yield
+    finally:
+        absl_logger.setLevel(level)
+
+
+def convert_float32(model: Any, *, image_size: int = IMAGE_SIZE) -> bytes:
+    """Keras model -> float32 TFLite bytes with uint8 [N, size, size, 3] input."""
+    import tensorflow as tf
+
+    frozen = _frozen_serving_function(model, image_size)
+    with _quiet_converter():
+        converter = tf.lite.TFLiteConverter.from_concrete_functions([frozen])
+        return converter.convert()
+
+
+def convert_int8(
+    model: Any, representative_images: np.ndarray, *, image_size: int = IMAGE_SIZE
+) -> bytes:
+    """Full-integer quantisation; ``representative_images`` are uint8 training images."""
+    import tensorflow as tf
+
+    if len(representative_images) == 0:
+        raise ExportError("int8 quantisation needs at least one representative training image")
+
+    def representative_dataset() -> Iterator[list[np.ndarray]]:
+        for image in representative_images:
+            yield [image[np.newaxis].astype(np.uint8)]
+
+    frozen = _frozen_serving_function(model, image_size)
+    with _quiet_converter():
+        converter = tf.lite.TFLiteConverter.from_concrete_functions([frozen])
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = representative_dataset
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        return converter.convert()
+
+
+def keras_predict(model: Any, images: np.ndarray, batch_size: int = BATCH_SIZE) -> np.ndarray:
+    """Keras probabilities for uint8 images, batch by batch (no tf.data, no progress bar)."""
+    outputs = [
+        np.asarray(model(images[start : start + batch_size].astype(np.float32), training=False))
+        for start in range(0, len(images), batch_size)
+    ]
+    return np.concatenate(outputs).astype(np.float32)
+
+
+# --- running a TFLite file (LiteRT only; no TensorFlow) -----------------------------------------
+
+
+def tflite_predict(
+    model: bytes | str | Path, images: np.ndarray, batch_size: int = BATCH_SIZE
+) -> np.ndarray:
+    """Probabilities from a TFLite model under LiteRT, resizing the batch dimension as needed."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    if isinstance(model, bytes):
+        interpreter = Interpreter(model_content=model)
+    else:
+        interpreter = Interpreter(model_path=str(model))
+    input_index = interpreter.get_input_details()[0]["index"]
+    current = None
+    outputs = []
+    for start in range(0, len(images), batch_size):
+        batch = np.ascontiguousarray(images[start : start + batch_size], dtype=np.uint8)
+        if batch.shape[0] != current:
+            interpreter.resize_tensor_input(input_index, list(batch.shape))
+            interpreter.allocate_tensors()
+            current = batch.shape[0]
+        interpreter.set_tensor(input_index, batch)
+        interpreter.invoke()
+        output_index = interpreter.get_output_details()[0]["index"]
+        outputs.append(interpreter.get_tensor(output_index).copy())
+    return np.concatenate(outputs).astype(np.float32)
+
+
+# --- checks ------------------------------------------------------------------------------------
+
+
+def top1_agreement(reference: np.ndarray, candidate: np.ndarray) -> float:
+    if len(reference) == 0:
+        return 1.0
+    return float(np.mean(reference.argmax(axis=1) == candidate.argmax(axis=1)))
+
+
+def float32_check(keras_probs: np.ndarray, tflite_probs: np.ndarray) -> dict[str, Any]:
+    """Top-1 agreement of float32 TFLite with Keras; a disagreement on a near-tie is excused."""
+    differs = keras_probs.argmax(axis=1) != tflite_probs.argmax(axis=1)
+    top2 = np.sort(keras_probs, axis=1)[:, -2:] if keras_probs.shape[1] > 1 else None
+    margin = (top2[:, 1] - top2[:, 0]) if top2 is not None else np.ones(len(keras_probs))
+    near_tie = differs & (margin < NEAR_TIE)
+    return {
+        "agreement": top1_agreement(keras_probs, tflite_probs),
+        "disagreements": int(differs.sum()),
+        "near_ties": int(near_tie.sum()),
+        "real_disagreements": int((differs & ~near_tie).sum()),
+        "max_abs_diff": float(np.abs(keras_probs - tflite_probs).max()) if differs.size else 0.0,
+    }
+
+
+def export_model(
+    model: Any,
+    out_dir: Path,
+    *,
+    val_images: np.ndarray,
+    train_images: np.ndarray,
+    image_size: int = IMAGE_SIZE,
+    min_int8_agreement: float = INT8_MIN_AGREEMENT,
+    log: Callable[[str], None] = print,
+) -> ExportReport:
+    """Write model.tflite (+ model_int8.tflite when it agrees) and export.json into ``out_dir``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    float_bytes = convert_float32(model, image_size=image_size)
+    keras_probs = keras_predict(model, val_images)
+    float_probs = tflite_predict(float_bytes, val_images)
+    check = float32_check(keras_probs, float_probs)
+    if check["real_disagreements"]:
+        raise ExportError(
+            f"float32 TFLite disagrees with Keras on {check['real_disagreements']} of "
+            f"{len(val_images)} val images (max probability difference "
+            f"{check['max_abs_diff']:.2e}); the conversion is wrong"
+        )
+    (out_dir / MODEL_FILE).write_bytes(float_bytes)
+    log(
+        f"export: {MODEL_FILE} {len(float_bytes) / 1e6:.2f} MB, top-1 agrees with Keras on "
+        f"{check['agreement']:.2%} of {len(val_images)} val images "
+        f"(near-ties {check['near_ties']}, max |Δp| {check['max_abs_diff']:.1e})"
+    )
+
+    representative = _sample(train_images, REPRESENTATIVE_IMAGES)
+    int8_bytes = convert_int8(model, representative, image_size=image_size)
+    int8_probs = tflite_predict(int8_bytes, val_images)
+    int8_agreement = top1_agreement(float_probs, int8_probs)
+    published = int8_agreement >= min_int8_agreement
+    for stale in (MODEL_INT8_FILE, MODEL_INT8_REJECTED_FILE):
+        (out_dir / stale).unlink(missing_ok=True)
+    (out_dir / (MODEL_INT8_FILE if published else MODEL_INT8_REJECTED_FILE)).write_bytes(int8_bytes)
+    log(
+        f"export: int8 {len(int8_bytes) / 1e6:.2f} MB, top-1 agreement with float32 "
+        f"{int8_agreement:.2%} on val -> "
+        + ("published" if published else f"NOT published (needs ≥ {min_int8_agreement:.0%})")
+    )
+    report = ExportReport(
+        images_checked=len(val_images),
+        float32_agreement=check["agreement"],
+        float32_disagreements=check["disagreements"],
+        float32_near_ties=check["near_ties"],
+        float32_max_abs_diff=check["max_abs_diff"],
+        float32_bytes=len(float_bytes),
+        int8_agreement=int8_agreement,
+        int8_published=published,
+        int8_bytes=len(int8_bytes),
+        int8_min_agreement=min_int8_agreement,
+        representative_images=len(representative),
+    )
+    (out_dir / EXPORT_REPORT_FILE).write_text(json.dumps(report.to_dict(), indent=2) + "\n")
+    return report
+
+
+def _sample(images: np.ndarray, count: int) -> np.ndarray:
+    if len(images) <= count:
+        return images
+    picks = np.random.default_rng(0).choice(len(images), size=count, replace=False)
+    return images[np.sort(picks)]
+
+
+# --- run folder --------------------------------------------------------------------------------
+
+
+def export_run(run_dir: Path, *, data_dir: Path | None = None) -> ExportReport:
+    """Export ``run_dir/model.keras`` using the run's own train and val images."""
+    import keras
+
+    from model_build.evaluate import load_split_images
+
+    run_dir = Path(run_dir)
+    model = keras.models.load_model(run_dir / "model.keras", compile=False)
+    val_images, _ = load_split_images(run_dir, "val", data_dir=data_dir)
+    train_images, _ = load_split_images(
+        run_dir, "train", data_dir=data_dir, limit=REPRESENTATIVE_IMAGES
+    )
+    image_size = int(model.inputs[0].shape[1] or IMAGE_SIZE)
+    return export_model(
+        model,
+        run_dir,
+        val_images=val_images,
+        train_images=train_images,
+        image_size=image_size,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m model_build.export",
+        description="Export RUN_DIR/model.keras to model.tflite and model_int8.tflite.",
+    )
+    parser.add_argument("run_dir", type=Path)
+    parser.add_argument("--data", type=Path, default=None, help="dataset folder (default: run's)")
+    args = parser.parse_args(argv)
+    try:
+        export_run(args.run_dir, data_dir=args.data)
+    except (ExportError, FileNotFoundError, ValueError) as error:
+        print(f"export failed: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,156 @@
+"""The classifier: the reference architecture, and the small stand-in the embedded demo trains.
+
+Both take RGB pixels 0..255 ``[N, 224, 224, 3]`` (uint8 or float; uint8 arrays are converted to
+float32 on entry) and scale them *inside* the model (contract 2 of ARCHITECTURE.md), so every
+runtime feeds raw pixels.
+
+``mobilenet_v2`` is the reference exactly::
+
+    Rescaling(1/127.5, offset=-1)            # [-1, 1], what ImageNet MobileNetV2 expects
+    MobileNetV2(include_top=False), frozen, called with training=False
+    Conv2D(128, 3×3, relu) → MaxPooling2D(2×2) → Flatten → Dropout(0.2)
+    Dense(128, relu) → Dense(num_classes, softmax)
+
+With 14 labels it has 3,800,142 parameters, 1,542,158 trainable. (The reference rescaled to [0, 1],
+which does not match the ImageNet weights.)
+
+``small`` is a compact CNN trained from scratch, for the generated sample data on a laptop CPU. It
+first average-pools 224 → 112 (antialiased and TFLite-friendly), so the input contract stays the
+same as the real model's.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Final, Literal
+
+import keras
+from keras import layers
+
+from contracts.image import CHANNELS, IMAGE_SIZE
+
+MODEL_KINDS: Final[tuple[str, ...]] = ("mobilenet_v2", "small")
+BACKBONE_NAME: Final[str] = "mobilenet_v2_backbone"
+ModelKind = Literal["mobilenet_v2", "small"]
+
+
+class WeightsUnavailable(RuntimeError):
+    """The requested backbone weights cannot be obtained (typically: offline, not yet cached)."""
+
+
+def build_model(
+    kind: ModelKind = "mobilenet_v2",
+    *,
+    num_classes: int,
+    weights: str | Path | None = "imagenet",
+    dropout_rate: float = 0.2,
+    image_size: int = IMAGE_SIZE,
+) -> keras.Model:
+    """Build an uncompiled classifier.
+
+    ``weights`` (``mobilenet_v2`` only): ``"imagenet"`` (Keras downloads and caches them in
+    ``~/.keras/models``), a path to a local MobileNetV2 no-top weights file, or ``None`` /
+    ``"none"`` for random initialisation. Raises :class:`WeightsUnavailable` when the ImageNet
+    download fails.
+    """
+    if num_classes < 2:
+        raise ValueError(f"a classifier needs at least 2 classes, got {num_classes}")
+    if kind == "mobilenet_v2":
+        return _build_mobilenet_v2(num_classes, weights, dropout_rate, image_size)
+    if kind == "small":
+        return _build_small(num_classes, dropout_rate, image_size)
+    raise ValueError(f"unknown model kind {kind!r}; expected one of {MODEL_KINDS}")
+
+
+def build_backbone(
+    weights: str | Path | None = "imagenet", image_size: int = IMAGE_SIZE
+) -> keras.Model:
+    """MobileNetV2 without its top, frozen. Raises :class:`WeightsUnavailable` when offline."""
+    weights = _normalise_weights(weights)
+    try:
+        backbone = keras.applications.MobileNetV2(
+            input_shape=(image_size, image_size, CHANNELS),
+            include_top=False,
+            weights=weights,
+            name=BACKBONE_NAME,
+        )
+    except Exception as error:  # keras.utils.get_file raises a plain Exception on URL errors
+        if weights == "imagenet":
+            raise WeightsUnavailable(
+                f"could not download the ImageNet MobileNetV2 weights ({_first_line(error)})"
+            ) from error
+        raise
+    backbone.trainable = False
+    return backbone
+
+
+def build_head(
+    feature_shape: tuple[int, ...], num_classes: int, dropout_rate: float = 0.2
+) -> keras.Model:
+    """The reference head on backbone features (also what the feature-cache mode trains)."""
+    features = keras.Input(shape=feature_shape, name="features")
+    x = layers.Conv2D(128, 3, activation="relu", name="head_conv")(features)
+    x = layers.MaxPooling2D(2, name="head_pool")(x)
+    x = layers.Flatten(name="head_flatten")(x)
+    x = layers.Dropout(dropout_rate, name="head_dropout")(x)
+    x = layers.Dense(128, activation="relu", name="head_dense")(x)
+    outputs = layers.Dense(num_classes, activation="softmax", name="probabilities")(x)
+    return keras.Model(features, outputs, name="head")
+
+
+def _build_mobilenet_v2(
+    num_classes: int, weights: str | Path | None, dropout_rate: float, image_size: int
+) -> keras.Model:
+    backbone = build_backbone(weights, image_size)
+    head = build_head(tuple(backbone.outputs[0].shape[1:]), num_classes, dropout_rate)
+    inputs = keras.Input(shape=(image_size, image_size, CHANNELS), name="image")
+    x = layers.Rescaling(1.0 / 127.5, offset=-1.0, name="scale_to_minus1_1")(inputs)
+    # training=False keeps BatchNorm in inference mode even when layers are unfrozen to fine-tune.
+    features = backbone(x, training=False)
+    outputs = head(features)
+    return keras.Model(inputs, outputs, name="mobilenet_v2_classifier")
+
+
+def _build_small(num_classes: int, dropout_rate: float, image_size: int) -> keras.Model:
+    inputs = keras.Input(shape=(image_size, image_size, CHANNELS), name="image")
+    x = layers.Rescaling(1.0 / 127.5, offset=-1.0, name="scale_to_minus1_1")(inputs)
+    x = layers.AveragePooling2D(2, name="downsample")(x)
+    # 112 → 56 by a strided convolution, then three conv + pool stages down to 7×7.
+    for index, (filters, strides) in enumerate(((24, 2), (32, 1), (64, 1), (128, 1))):
+        x = layers.Conv2D(
+            filters, 3, strides=strides, padding="same", use_bias=False, name=f"conv{index}"
+        )(x)
+        # momentum 0.9: the moving statistics settle within an epoch of a small dataset, so
+        # val accuracy tracks train accuracy from the first epochs.
+        x = layers.BatchNormalization(momentum=0.9, name=f"bn{index}")(x)
+        x = layers.ReLU(name=f"relu{index}")(x)
+        if strides == 1:
+            x = layers.MaxPooling2D(2, name=f"pool{index}")(x)
+    x = layers.GlobalAveragePooling2D(name="gap")(x)
+    x = layers.Dropout(dropout_rate, name="dropout")(x)
+    outputs = layers.Dense(num_classes, activation="softmax", name="probabilities")(x)
+    return keras.Model(inputs, outputs, name="small_cnn")
+
+
+def backbone_of(model: keras.Model) -> keras.Model | None:
+    """The MobileNetV2 sub-model of a ``mobilenet_v2`` classifier, or None for other kinds."""
+    try:
+        return model.get_layer(BACKBONE_NAME)
+    except ValueError:
+        return None
+
+
+def _normalise_weights(weights: str | Path | None) -> str | None:
+    if weights is None or str(weights).lower() == "none":
+        return None
+    if str(weights) == "imagenet":
+        return "imagenet"
+    path = Path(weights)
+    if not path.is_file():
+        raise FileNotFoundError(f"weights file {path} does not exist")
+    return str(path)
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return text[0] if text else type(error).__name__

@@ -1,0 +1,645 @@
+"""The handler on moto (in-process): S3 → SQS notifications, real LiteRT inference on a tiny
+published model, conditional DynamoDB writes, partial batch responses and cold-start failures."""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import boto3
+import numpy as np
+import pytest
+from botocore.exceptions import ClientError
+from moto import mock_aws
+from PIL import Image
+
+from contracts.catalogue import CatalogueItem, Status
+from handler import app
+from handler.backfill import backfill
+from handler.catalogue import read_item, scan_items
+from handler.local import LocalContext, drain_queue, queue_depth
+from handler.settings import ConfigurationError
+from infra.local_stack_resources import LocalResources, create_local_resources
+from model_build.sample_data import LABELS, draw_sample_image
+from tests.conftest import load_event
+from tests.support.tiny_artifact import publish_tiny_artifact
+
+pytestmark = pytest.mark.functional
+
+# The tiny test model's calibrated confidences are about 0.07 (1/14): below this threshold
+# everything is CATALOGUED; the REVIEW_THRESHOLD override test raises it.
+TINY_REVIEW_THRESHOLD = 0.01
+
+
+# ---------------------------------------------------------------------------------- images ---
+
+
+def _encode(image: Image.Image, image_format: str, **options: Any) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=image_format, **options)
+    return buffer.getvalue()
+
+
+def photo(label: str = "stroller", seed: int = 0, size: int = 320) -> Image.Image:
+    return draw_sample_image(label, np.random.default_rng(seed), size=size)
+
+
+def jpeg(label: str = "stroller", seed: int = 0) -> bytes:
+    return _encode(photo(label, seed), "JPEG", quality=90)
+
+
+def good_uploads() -> dict[str, bytes]:
+    """Images every seller's phone or camera produces, in awkward modes, each decodable."""
+    base = photo("bathtub", 1)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90° clockwise when shown: 320×200 stored, 200×320 seen
+    frames = [photo("walkers", seed, 96) for seed in range(3)]
+    animated = io.BytesIO()
+    frames[0].save(animated, format="GIF", save_all=True, append_images=frames[1:], duration=90)
+    sixteen_bit = Image.fromarray(np.asarray(base.convert("L"), dtype=np.uint16) * 257)
+    return {
+        "cmyk.jpg": _encode(base.convert("CMYK"), "JPEG"),
+        "sixteen-bit.png": _encode(sixteen_bit, "PNG"),
+        "palette.png": _encode(base.convert("P", palette=Image.Palette.ADAPTIVE), "PNG"),
+        "rgba.png": _encode(base.convert("RGBA"), "PNG"),
+        "animated.gif": animated.getvalue(),
+        "exif-rotated.jpg": _encode(base.resize((320, 200)), "JPEG", exif=exif),
+        "iphone.heic": _encode(base, "HEIF"),
+        "plain.webp": _encode(base, "WEBP"),
+    }
+
+
+def bad_uploads() -> dict[str, tuple[bytes, str]]:
+    """Hostile uploads and the rejection reason each must get."""
+    whole = jpeg("carrier", 2)
+    return {
+        "zero-bytes.jpg": (b"", "empty"),
+        "page.jpg": (b"<!doctype html><html><body>not a photo</body></html>", "not_an_image"),
+        "truncated.jpg": (whole[: len(whole) // 2], "corrupt"),
+        "bomb.png": (_encode(Image.new("1", (10_000, 6_000)), "PNG"), "too_many_pixels"),
+        "huge.jpg": (whole + b"\0" * (20 * 1024 * 1024), "too_large"),
+    }
+
+
+# ----------------------------------------------------------------------------------- stack ---
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("models")
+    publish_tiny_artifact(root, review_threshold=TINY_REVIEW_THRESHOLD)
+    return root
+
+
+@dataclass
+class Stack:
+    s3: Any
+    sqs: Any
+    dynamodb: Any
+    resources: LocalResources
+    model_dir: Path
+
+    @property
+    def bucket(self) -> str:
+        return self.resources.bucket
+
+    def put(self, key: str, data: bytes) -> str:
+        return self.s3.put_object(Bucket=self.bucket, Key=key, Body=data)["ETag"].strip('"')
+
+    def drain(self, **options: Any) -> Any:
+        return drain_queue(self.sqs, self.resources.queue_url, invoke, **options)
+
+    def items(self) -> dict[str, CatalogueItem]:
+        return {item.key: item for item in scan_items(self.dynamodb, self.resources.table_name)}
+
+    def item(self, key: str) -> CatalogueItem | None:
+        return read_item(self.dynamodb, self.resources.table_name, self.bucket, key)
+
+    def purge(self) -> None:
+        """Drop what S3 announced so far (tests that build their own events start clean)."""
+        while messages := self.sqs.receive_message(
+            QueueUrl=self.resources.queue_url, MaxNumberOfMessages=10
+        ).get("Messages"):
+            for message in messages:
+                self.sqs.delete_message(
+                    QueueUrl=self.resources.queue_url, ReceiptHandle=message["ReceiptHandle"]
+                )
+
+
+def invoke(event: dict[str, Any]) -> dict[str, Any]:
+    return app.lambda_handler(event, LocalContext())
+
+
+@pytest.fixture
+def stack(model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]:
+    monkeypatch.setenv("POWERTOOLS_METRICS_DISABLED", "true")
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    with mock_aws():
+        s3, sqs, dynamodb = (boto3.client(name) for name in ("s3", "sqs", "dynamodb"))
+        resources = create_local_resources(s3_client=s3, sqs_client=sqs, dynamodb_client=dynamodb)
+        monkeypatch.setenv("CATALOGUE_TABLE", resources.table_name)
+        monkeypatch.setenv("MODEL_URI", str(model_dir))
+        app.reset_worker()
+        yield Stack(s3, sqs, dynamodb, resources, model_dir)
+        app.reset_worker()
+
+
+def s3_record(
+    bucket: str, key: str, *, name: str = "ObjectCreated:Put", sequencer: str, etag: str | None
+) -> dict[str, Any]:
+    """A record in S3's own shape (the template of events/s3_put.json), key encoded as S3 does."""
+    from urllib.parse import quote_plus
+
+    record = load_event("s3_put.json")["Records"][0]
+    record["eventName"] = name
+    record["s3"]["bucket"]["name"] = bucket
+    record["s3"]["object"] = {"key": quote_plus(key, safe="/"), "sequencer": sequencer}
+    if etag is not None:
+        record["s3"]["object"]["eTag"] = etag
+    return record
+
+
+def message_event(*bodies: dict[str, Any]) -> dict[str, Any]:
+    """An SQS event with one message per body (the template of events/sqs_s3_put.json)."""
+    template = load_event("sqs_s3_put.json")["Records"][0]
+    records = []
+    for index, body in enumerate(bodies):
+        message = dict(template, body=json.dumps(body), messageId=f"message-{index}")
+        records.append(message)
+    return {"Records": records}
+
+
+def failed_ids(response: dict[str, Any]) -> list[str]:
+    return [failure["itemIdentifier"] for failure in response["batchItemFailures"]]
+
+
+# ----------------------------------------------------------------------------------- tests ---
+
+
+def test_uploads_flow_from_s3_through_sqs_into_the_catalogue(stack: Stack) -> None:
+    keys = {
+        "uploads/stroller.jpg": jpeg("stroller", 0),
+        "uploads/seller 42/baby bed (1).jpg": jpeg("baby_bed", 1),
+        "uploads/seller-42/car seat+base.jpg": jpeg("baby_car_seat", 2),
+        "uploads/女孩/kereta bayi été.jpg": jpeg("walkers", 3),
+        "not-uploads/ignored.jpg": jpeg("walkers", 4),  # outside the notification's prefix
+    }
+    etags = {key: stack.put(key, data) for key, data in keys.items()}
+    stats = stack.drain()
+    assert stats.returned == 0
+    items = stack.items()
+    assert set(items) == {key for key in keys if key.startswith("uploads/")}
+    version = json.loads((stack.model_dir / "latest.json").read_text())["version"]
+    for key, item in items.items():
+        assert item.status is Status.CATALOGUED
+        assert item.category in LABELS
+        assert item.top3[0].label == item.category
+        assert len(item.top3) == 3
+        assert item.top3[0].score >= item.top3[1].score >= item.top3[2].score
+        assert item.confidence == item.top3[0].score
+        assert (item.model_version, item.etag, item.size) == (version, etags[key], len(keys[key]))
+        assert (item.width, item.height) == (320, 320)
+        assert item.event_order.startswith("0:")  # moto sends no sequencer: event time order
+    assert queue_depth(stack.sqs, stack.resources.queue_url) == 0
+
+
+def test_every_bad_upload_is_rejected_without_affecting_the_rest(stack: Stack) -> None:
+    good, bad = good_uploads(), bad_uploads()
+    for name, data in good.items():
+        stack.put(f"uploads/good/{name}", data)
+    for name, (data, _reason) in bad.items():
+        stack.put(f"uploads/bad/{name}", data)
+    downloaded: list[str] = []
+    worker = app.get_worker()
+    worker.s3.meta.events.register(
+        "before-parameter-build.s3.GetObject", lambda params, **_: downloaded.append(params["Key"])
+    )
+    stats = stack.drain()
+    assert stats.returned == 0
+    items = stack.items()
+    for name in good:
+        item = items[f"uploads/good/{name}"]
+        assert (item.status, item.reason) == (Status.CATALOGUED, None), name
+    for name, (_data, reason) in bad.items():
+        item = items[f"uploads/bad/{name}"]
+        assert (item.status, item.reason, item.category) == (Status.REJECTED, reason, None), name
+    # EXIF orientation is applied: the catalogue records the size as a viewer shows it.
+    rotated = items["uploads/good/exif-rotated.jpg"]
+    assert (rotated.width, rotated.height) == (200, 320)
+    # The oversized object was sized with HeadObject and never downloaded.
+    assert "uploads/bad/huge.jpg" not in downloaded
+    assert items["uploads/bad/huge.jpg"].size == len(bad["huge.jpg"][0])
+
+
+def test_too_large_without_a_size_in_the_event_is_refused_from_the_headers(stack: Stack) -> None:
+    key = "uploads/huge-no-size.jpg"
+    data = jpeg() + b"\0" * (20 * 1024 * 1024)
+    etag = stack.put(key, data)
+    stack.purge()
+    record = s3_record(stack.bucket, key, sequencer="01", etag=etag)  # no "size", as in backfills
+    assert "size" not in record["s3"]["object"]
+    assert failed_ids(invoke(message_event({"Records": [record]}))) == []
+    item = stack.item(key)
+    assert item is not None
+    assert (item.status, item.reason, item.size) == (Status.REJECTED, "too_large", len(data))
+
+
+def test_one_message_with_every_kind_of_upload_gets_one_inference(stack: Stack) -> None:
+    uploads = {**good_uploads(), **{name: data for name, (data, _) in bad_uploads().items()}}
+    records = []
+    for index, (name, data) in enumerate(uploads.items()):
+        etag = stack.put(f"uploads/{name}", data)
+        records.append(
+            s3_record(stack.bucket, f"uploads/{name}", sequencer=f"{index:02X}", etag=etag)
+        )
+    stack.purge()
+    worker = app.get_worker()
+    batch_sizes: list[int] = []
+    predict = worker.classifier.predict
+    worker.classifier.predict = lambda pixels: batch_sizes.append(len(pixels)) or predict(pixels)  # type: ignore[method-assign]
+    try:
+        response = invoke(message_event({"Records": records}))
+    finally:
+        worker.classifier.predict = predict  # type: ignore[method-assign]
+    assert failed_ids(response) == []
+    assert batch_sizes == [len(good_uploads())]
+    statuses = {key.removeprefix("uploads/"): item.status for key, item in stack.items().items()}
+    assert statuses == {
+        **dict.fromkeys(good_uploads(), Status.CATALOGUED),
+        **dict.fromkeys(bad_uploads(), Status.REJECTED),
+    }
+
+
+def test_real_multi_record_event_every_record_and_key_decoded(stack: Stack) -> None:
+    event = load_event("sqs_s3_multi_record.json")
+    bucket = "momee-uploads-example"  # the bucket the saved event names
+    stack.s3.create_bucket(
+        Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": "eu-west-1"}
+    )
+    decoded = [
+        "uploads/seller 42/baby bed (1).jpg",
+        "uploads/seller-42/car seat+base.png",
+        "uploads/女孩/kereta bayi été.heic",
+    ]
+    contents = [
+        jpeg("baby_bed", 5),
+        _encode(photo("carrier", 6), "PNG"),
+        good_uploads()["iphone.heic"],
+    ]
+    etags = [
+        stack.s3.put_object(Bucket=bucket, Key=key, Body=data)["ETag"].strip('"')
+        for key, data in zip(decoded, contents, strict=True)
+    ]
+    stack.s3.put_object(Bucket=bucket, Key="uploads/seller-42/stroller.jpg", Body=jpeg())
+    # The saved event carries the ETags and sizes of the photos it was recorded for; use ours.
+    body = json.loads(event["Records"][0]["body"])
+    for record, etag, data in zip(body["Records"], etags, contents, strict=True):
+        record["s3"]["object"]["eTag"] = etag
+        record["s3"]["object"]["size"] = len(data)
+    event["Records"][0]["body"] = json.dumps(body)
+    # The second message deletes an object that was catalogued before (a delete is newer).
+    stack.s3.delete_object(Bucket=bucket, Key="uploads/seller-42/stroller.jpg")
+    response = invoke(event)
+    assert failed_ids(response) == []
+    items = {item.key: item for item in scan_items(stack.dynamodb, stack.resources.table_name)}
+    assert set(items) == set(decoded)
+    assert all(item.status is Status.CATALOGUED for item in items.values())
+    assert items[decoded[1]].sequencer == "0055AED6DCE5B0C2A7"
+
+
+def test_test_event_is_skipped(stack: Stack) -> None:
+    # create_local_resources configured the notification, so S3 already sent its TestEvent.
+    stats = stack.drain()
+    assert (stats.received, stats.deleted, stats.returned) == (1, 1, 0)
+    assert invoke(load_event("sqs_s3_test_event.json")) == {"batchItemFailures": []}
+    assert invoke(load_event("s3_test_event.json")) == {"processed": 0}
+    assert stack.items() == {}
+
+
+def test_duplicate_delivery_is_harmless(stack: Stack) -> None:
+    key = "uploads/dup.jpg"
+    etag = stack.put(key, jpeg())
+    stack.purge()
+    event = message_event({"Records": [s3_record(stack.bucket, key, sequencer="0A", etag=etag)]})
+    assert failed_ids(invoke(event)) == []
+    first = stack.item(key)
+    assert failed_ids(invoke(event)) == []
+    assert stack.item(key) == first  # not even processed_at changed
+
+
+def test_out_of_order_events_keep_the_newest(stack: Stack) -> None:
+    key = "uploads/out-of-order.jpg"
+    old_etag = stack.put(key, jpeg("bathtub", 1))
+    new_etag = stack.put(key, jpeg("stroller", 2))
+    stack.purge()
+    newer = s3_record(stack.bucket, key, sequencer="0B", etag=new_etag)
+    older = s3_record(stack.bucket, key, sequencer="0A", etag=old_etag)
+    assert failed_ids(invoke(message_event({"Records": [newer]}))) == []
+    assert failed_ids(invoke(message_event({"Records": [older]}))) == []
+    item = stack.item(key)
+    assert item is not None
+    assert (item.etag, item.sequencer) == (new_etag, "0B")
+    # Even an older event for the very same bytes (re-upload of identical content) is stale.
+    same_bytes_older = s3_record(stack.bucket, key, sequencer="09", etag=new_etag)
+    assert failed_ids(invoke(message_event({"Records": [same_bytes_older]}))) == []
+    assert stack.item(key) == item
+
+
+def test_deletes_remove_items_unless_a_newer_upload_exists(stack: Stack) -> None:
+    key = "uploads/deleted later.jpg"
+    stack.put(key, jpeg())
+    stack.drain()
+    assert stack.item(key) is not None
+    stack.s3.delete_object(Bucket=stack.bucket, Key=key)
+    stack.drain()
+    assert stack.item(key) is None
+
+    # Out of order: the re-upload's event (0C) arrives before an older delete (0B) ...
+    etag = stack.put(key, jpeg("walkers", 3))
+    stack.purge()
+    upload = s3_record(stack.bucket, key, sequencer="0C", etag=etag)
+    delete = s3_record(stack.bucket, key, name="ObjectRemoved:Delete", sequencer="0B", etag=None)
+    assert failed_ids(invoke(message_event({"Records": [upload]}, {"Records": [delete]}))) == []
+    assert stack.item(key) is not None
+    # ... and a create older than a delete, arriving after it, finds no object: no resurrection.
+    stack.s3.delete_object(Bucket=stack.bucket, Key=key)
+    stack.purge()
+    late_delete = s3_record(
+        stack.bucket, key, name="ObjectRemoved:Delete", sequencer="0E", etag=None
+    )
+    late_create = s3_record(stack.bucket, key, sequencer="0D", etag=etag)
+    response = invoke(message_event({"Records": [late_delete]}, {"Records": [late_create]}))
+    assert failed_ids(response) == []
+    assert stack.item(key) is None
+
+
+def test_delete_event_for_a_key_uploaded_again_keeps_the_item(stack: Stack) -> None:
+    key = "uploads/again.jpg"
+    first = stack.put(key, jpeg("bathtub", 1))
+    stack.purge()
+    assert (
+        failed_ids(
+            invoke(
+                message_event(
+                    {"Records": [s3_record(stack.bucket, key, sequencer="0A", etag=first)]}
+                )
+            )
+        )
+        == []
+    )
+    stack.s3.delete_object(Bucket=stack.bucket, Key=key)
+    second = stack.put(key, jpeg("stroller", 2))
+    stack.purge()
+    # The delete (0B) is newer than the stored item (0A) but the key exists again: kept ...
+    delete = s3_record(stack.bucket, key, name="ObjectRemoved:Delete", sequencer="0B", etag=None)
+    assert failed_ids(invoke(message_event({"Records": [delete]}))) == []
+    assert stack.item(key) is not None
+    # ... and the re-upload's own event then describes it.
+    upload = s3_record(stack.bucket, key, sequencer="0C", etag=second)
+    assert failed_ids(invoke(message_event({"Records": [upload]}))) == []
+    item = stack.item(key)
+    assert item is not None
+    assert item.etag == second
+
+
+def test_tied_event_times_without_sequencer_delete_wins_when_gone(stack: Stack) -> None:
+    key = "uploads/tie.jpg"
+    etag = stack.put(key, jpeg())
+    stack.purge()
+    moment = "2026-11-24T01:25:01.120Z"
+    create = s3_record(stack.bucket, key, sequencer="00", etag=etag)
+    delete = s3_record(stack.bucket, key, name="ObjectRemoved:Delete", sequencer="00", etag=None)
+    for record in (create, delete):
+        del record["s3"]["object"]["sequencer"]  # as moto sends them: event time only
+        record["eventTime"] = moment
+    assert failed_ids(invoke(message_event({"Records": [create]}))) == []
+    assert stack.item(key) is not None
+    stack.s3.delete_object(Bucket=stack.bucket, Key=key)
+    stack.purge()
+    assert failed_ids(invoke(message_event({"Records": [delete]}))) == []
+    assert stack.item(key) is None
+
+
+def _raise_for(key: str, operation: str, code: str, status: int) -> Any:
+    def hook(params: dict[str, Any], **_: Any) -> None:
+        target = params["Key"]
+        target = target["key"]["S"] if isinstance(target, dict) else target
+        if target == key:
+            raise ClientError(
+                {
+                    "Error": {"Code": code, "Message": "injected"},
+                    "ResponseMetadata": {"HTTPStatusCode": status},
+                },
+                operation,
+            )
+
+    return hook
+
+
+def test_throttled_write_fails_exactly_that_message(stack: Stack) -> None:
+    keys = [f"uploads/throttle-{index}.jpg" for index in range(4)]
+    bodies = []
+    for index, key in enumerate(keys):
+        etag = stack.put(key, jpeg(LABELS[index], index))
+        bodies.append({"Records": [s3_record(stack.bucket, key, sequencer=f"1{index}", etag=etag)]})
+    stack.purge()
+    worker = app.get_worker()
+    hook = _raise_for(keys[2], "UpdateItem", "ProvisionedThroughputExceededException", 400)
+    worker.dynamodb.meta.events.register("before-parameter-build.dynamodb.UpdateItem", hook)
+    event = message_event(*bodies)
+    response = invoke(event)
+    assert failed_ids(response) == ["message-2"]
+    assert set(stack.items()) == {keys[0], keys[1], keys[3]}
+    # The redelivery succeeds once DynamoDB has capacity again; the others are no-ops.
+    worker.dynamodb.meta.events.unregister("before-parameter-build.dynamodb.UpdateItem", hook)
+    assert failed_ids(invoke(event)) == []
+    assert set(stack.items()) == set(keys)
+
+
+def test_s3_server_error_on_one_record_of_a_multi_record_message(stack: Stack) -> None:
+    keys = ["uploads/a.jpg", "uploads/b.jpg", "uploads/c.jpg"]
+    records = [
+        s3_record(stack.bucket, key, sequencer=f"2{i}", etag=stack.put(key, jpeg(seed=i)))
+        for i, key in enumerate(keys)
+    ]
+    stack.purge()
+    worker = app.get_worker()
+    worker.s3.meta.events.register(
+        "before-parameter-build.s3.GetObject",
+        _raise_for("uploads/b.jpg", "GetObject", "InternalError", 500),
+    )
+    event = message_event({"Records": records[:2]}, {"Records": records[2:]})
+    response = invoke(event)
+    # The batch item SQS knows is the message: the one holding b.jpg comes back whole; its a.jpg
+    # was written and is a harmless no-op on redelivery.
+    assert failed_ids(response) == ["message-0"]
+    assert set(stack.items()) == {"uploads/a.jpg", "uploads/c.jpg"}
+
+
+def test_failed_messages_reach_the_dead_letter_queue(stack: Stack) -> None:
+    stack.put("uploads/doomed.jpg", jpeg())
+    worker = app.get_worker()
+    worker.dynamodb.meta.events.register(
+        "before-parameter-build.dynamodb.UpdateItem",
+        _raise_for("uploads/doomed.jpg", "UpdateItem", "InternalServerError", 500),
+    )
+    stats = stack.drain()
+    assert stats.returned == 5  # the template's maxReceiveCount
+    assert queue_depth(stack.sqs, stack.resources.dead_letter_queue_url) == 1
+    assert stack.items() == {}
+
+
+def test_malformed_message_fails_alone(stack: Stack) -> None:
+    key = "uploads/fine.jpg"
+    etag = stack.put(key, jpeg())
+    stack.purge()
+    event = message_event({"Records": [s3_record(stack.bucket, key, sequencer="01", etag=etag)]})
+    event["Records"].append(dict(event["Records"][0], messageId="garbage", body="{not json"))
+    assert failed_ids(invoke(event)) == ["garbage"]
+    assert stack.item(key) is not None
+
+
+def test_direct_s3_invocation(stack: Stack) -> None:
+    event = load_event("s3_put.json")
+    key = "uploads/seller-42/stroller.jpg"
+    record = event["Records"][0]
+    record["s3"]["bucket"]["name"] = stack.bucket
+    record["s3"]["object"]["eTag"] = stack.put(key, jpeg())
+    assert invoke(event) == {"processed": 1}
+    item = stack.item(key)
+    assert item is not None
+    assert item.sequencer == "0055AED6DCD90281E5"
+    # A failure in a direct invocation fails it, so Lambda's asynchronous retry applies.
+    app.get_worker().dynamodb.meta.events.register(
+        "before-parameter-build.dynamodb.DeleteItem",
+        _raise_for(key, "DeleteItem", "ThrottlingException", 400),
+    )
+    stack.s3.delete_object(Bucket=stack.bucket, Key=key)
+    delete = load_event("s3_delete.json")
+    delete["Records"][0]["s3"]["bucket"]["name"] = stack.bucket
+    with pytest.raises(app.RecordsFailed):
+        invoke(delete)
+
+
+def test_review_threshold_override_and_int8_variant(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("REVIEW_THRESHOLD", "0.99")
+    monkeypatch.setenv("MODEL_VARIANT", "int8")
+    app.reset_worker()
+    stack.put("uploads/unsure.jpg", jpeg())
+    stack.drain()
+    item = stack.item("uploads/unsure.jpg")
+    assert item is not None
+    assert item.status is Status.NEEDS_REVIEW
+    assert item.confidence is not None
+    assert item.confidence < 0.99
+    assert item.category in LABELS
+
+
+def test_backfill_recatalogues_with_a_new_model(
+    stack: Stack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    old_version = publish_tiny_artifact(tmp_path, review_threshold=TINY_REVIEW_THRESHOLD)
+    monkeypatch.setenv("MODEL_URI", str(tmp_path))
+    app.reset_worker()
+    keys = [f"uploads/backfill/{index}.jpg" for index in range(12)]
+    for index, key in enumerate(keys):
+        stack.put(key, jpeg(LABELS[index], index))
+    stack.drain()
+    assert {item.model_version for item in stack.items().values()} == {old_version}
+
+    new_version = publish_tiny_artifact(tmp_path, review_threshold=TINY_REVIEW_THRESHOLD)
+    app.reset_worker()  # a new container with the new model
+    arguments = {
+        "s3_client": stack.s3,
+        "sqs_client": stack.sqs,
+        "dynamodb_client": stack.dynamodb,
+        "bucket": stack.bucket,
+        "queue_url": stack.resources.queue_url,
+        "table": stack.resources.table_name,
+        "model_version": new_version,
+    }
+    stats = backfill(**arguments)
+    assert (stats.listed, stats.enqueued) == (12, 12)
+    assert stack.drain().returned == 0
+    items = stack.items()
+    assert set(items) == set(keys)
+    assert {item.model_version for item in items.values()} == {new_version}
+    # The stored event order is kept, so later real events still compare correctly.
+    assert all(item.event_order.startswith("0:") for item in items.values())
+    assert backfill(**arguments).enqueued == 0  # nothing stale any more
+
+
+# ------------------------------------------------------------------------------ cold start ---
+
+
+def _with_messages(stack: Stack) -> int:
+    stack.put("uploads/waiting.jpg", jpeg())
+    return queue_depth(stack.sqs, stack.resources.queue_url)
+
+
+def test_corrupted_model_file_fails_cold_start_clearly(
+    stack: Stack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    version = publish_tiny_artifact(tmp_path)
+    model = tmp_path / version / "model.tflite"
+    model.write_bytes(model.read_bytes()[:1000])
+    monkeypatch.setenv("MODEL_URI", str(tmp_path))
+    waiting = _with_messages(stack)
+    with pytest.raises(
+        ConfigurationError, match=r"cannot load the model \(MODEL_URI=.*model\.tflite"
+    ):
+        stack.drain()
+    assert stack.items() == {}
+    # The batch was received but not deleted: it comes back after the visibility timeout.
+    assert queue_depth(stack.sqs, stack.resources.queue_url) == waiting
+
+
+def test_unreadable_model_that_matches_its_manifest_fails_cold_start_clearly(
+    stack: Stack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from model_build.publish import publish_run  # noqa: F401 - the publisher hashes what it gets
+
+    version = publish_tiny_artifact(tmp_path)
+    directory = tmp_path / version
+    garbage = b"this is not a flatbuffer" * 100
+    (directory / "model.tflite").write_bytes(garbage)
+    manifest = json.loads((directory / "manifest.json").read_text())
+    import hashlib
+
+    manifest["files"]["model.tflite"] = {
+        "sha256": hashlib.sha256(garbage).hexdigest(),
+        "bytes": len(garbage),
+    }
+    (directory / "manifest.json").write_text(json.dumps(manifest))
+    monkeypatch.setenv("MODEL_URI", str(tmp_path))
+    with pytest.raises(ConfigurationError, match="cannot open the model"):
+        invoke(load_event("sqs_s3_put.json"))
+
+
+def test_missing_table_fails_cold_start_clearly(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CATALOGUE_TABLE", "no-such-table")
+    with pytest.raises(ConfigurationError, match="CATALOGUE_TABLE=no-such-table: no such"):
+        invoke(load_event("sqs_s3_put.json"))
+
+
+def test_bad_settings_fail_cold_start_clearly(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MAX_IMAGE_BYTES", "lots")
+    monkeypatch.delenv("MODEL_URI")
+    with pytest.raises(
+        ConfigurationError, match=r"invalid worker settings: MODEL_URI: .*MAX_IMAGE_BYTES"
+    ):
+        invoke(load_event("sqs_s3_put.json"))
+    # The error is not cached: fixing the environment fixes the next invocation.
+    monkeypatch.setenv("MAX_IMAGE_BYTES", str(20 * 1024 * 1024))
+    monkeypatch.setenv("MODEL_URI", str(stack.model_dir))
+    assert invoke(load_event("sqs_s3_test_event.json")) == {"batchItemFailures": []}

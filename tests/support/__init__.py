@@ -1,0 +1,1 @@
+"""Helpers shared by the test tiers (fixtures that build real artifacts, fakes)."""

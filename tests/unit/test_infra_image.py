@@ -1,0 +1,196 @@
+"""The worker's container image: what infra/Dockerfile installs and copies, and what it leaves out.
+
+Docker is not available in CI, so the Dockerfile, .dockerignore and samconfig.toml are checked as
+text: the image installs only handler/requirements.txt, that file names no TensorFlow or Keras,
+and the build context carries no datasets, runs, caches or tests.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+import tomllib
+from fnmatch import fnmatch
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+DOCKERFILE = ROOT / "infra" / "Dockerfile"
+REQUIREMENTS = ROOT / "handler" / "requirements.txt"
+
+# Distribution names (PEP 503 normalised) that would bring TensorFlow or Keras into the image.
+FORBIDDEN = re.compile(r"^(tensorflow|tf|keras|tf-keras|tf-nightly|tensorflow-.*|tf-.*|keras-.*)$")
+
+
+def instructions() -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) of the Dockerfile, continuation lines joined, comments dropped."""
+    lines, current = [], ""
+    for raw in DOCKERFILE.read_text().splitlines():
+        line = raw.strip()
+        if not current and (not line or line.startswith("#")):
+            continue
+        if line.endswith("\\"):
+            current += line[:-1] + " "
+            continue
+        current += line
+        lines.append(current)
+        current = ""
+    return [(line.split(None, 1)[0].upper(), line.split(None, 1)[1]) for line in lines]
+
+
+def requirement_names(path: Path) -> list[str]:
+    names = []
+    for raw in path.read_text().splitlines():
+        line = raw.split("#", 1)[0].strip()
+        if not line:
+            continue
+        if line.startswith("-"):
+            pytest.fail(f"{path.name} includes another file or option ({line}); list packages only")
+        name = re.split(r"[\s\[<>=!~;@]", line, maxsplit=1)[0]
+        names.append(re.sub(r"[-_.]+", "-", name).lower())
+    return names
+
+
+def test_the_worker_requirements_name_no_tensorflow_or_keras() -> None:
+    names = requirement_names(REQUIREMENTS)
+    assert "ai-edge-litert" in names, "the worker runs the model on LiteRT"
+    assert not [name for name in names if FORBIDDEN.match(name)]
+
+
+def test_forbidden_pattern_catches_the_usual_spellings() -> None:
+    for name in (
+        "tensorflow",
+        "tensorflow-cpu",
+        "tf-keras",
+        "keras",
+        "tf-nightly",
+        "tensorflow-io",
+    ):
+        assert FORBIDDEN.match(name), name
+    for name in ("ai-edge-litert", "pillow", "numpy", "boto3", "pydantic-settings"):
+        assert not FORBIDDEN.match(name), name
+
+
+def test_the_image_installs_only_the_worker_requirements() -> None:
+    runs = [arguments for instruction, arguments in instructions() if instruction == "RUN"]
+    installs = [run for run in runs if re.search(r"\bpip3?\b|\bpython3? -m pip\b", run)]
+    assert len(installs) == 1, installs
+    words = shlex.split(installs[0].split("&&")[0])
+    assert words[:2] == ["pip", "install"]
+    # Every positional argument is an option: no package is named on the command line.
+    requirement_files = [
+        words[i + 1] for i, word in enumerate(words) if word in ("-r", "--requirement")
+    ]
+    packages = [
+        word
+        for i, word in enumerate(words[2:], start=2)
+        if not word.startswith("-") and words[i - 1] not in ("-r", "--requirement", "--target")
+    ]
+    assert packages == []
+    assert len(requirement_files) == 1
+    (copied,) = [
+        arguments.split()
+        for instruction, arguments in instructions()
+        if instruction == "COPY" and requirement_files[0] in arguments.split()
+    ]
+    assert copied == ["handler/requirements.txt", requirement_files[0]]
+    steps = " ".join(arguments.lower() for _, arguments in instructions())
+    assert "tensorflow" not in steps
+    assert "keras" not in steps
+
+
+def test_the_image_is_built_from_the_lambda_python_base_and_runs_the_handler() -> None:
+    steps = instructions()
+    froms = [arguments for instruction, arguments in steps if instruction == "FROM"]
+    assert len(froms) == 1
+    assert re.fullmatch(r"public\.ecr\.aws/lambda/python:3\.12-(arm64|x86_64)", froms[0])
+    assert steps[-1] == ("CMD", '["handler.app.lambda_handler"]')
+
+
+def test_the_image_copies_the_worker_contracts_and_one_model_version() -> None:
+    steps = instructions()
+    copies = [arguments.split() for instruction, arguments in steps if instruction == "COPY"]
+    sources = {source for copy in copies for source in copy[:-1]}
+    assert {"handler/", "contracts/"} <= sources
+    assert ("ARG", "MODEL_VERSION") in steps
+    model_sources = [s for s in sources if s.startswith("artifacts/")]
+    assert model_sources
+    assert all(s.startswith("artifacts/${MODEL_VERSION}/") for s in model_sources)
+    assert any(s.endswith("model*.tflite") for s in model_sources)
+    assert ("ENV", "MODEL_URI=/opt/model") in steps
+    # latest.json is written next to the version so the loader's folder layout holds.
+    assert any(i == "RUN" and "/opt/model/latest.json" in a for i, a in steps)
+    assert not any("model_build" in a or "tests" in a.split() for _, a in steps)
+
+
+# --- .dockerignore -----------------------------------------------------------------------------
+
+
+def dockerignore_patterns() -> list[str]:
+    lines = (ROOT / ".dockerignore").read_text().splitlines()
+    return [line.strip() for line in lines if line.strip() and not line.startswith("#")]
+
+
+def ignored(path: str) -> bool:
+    """Docker's rule, simplified: the last matching pattern wins; a directory covers its files."""
+    parts = path.split("/")
+    prefixes = ["/".join(parts[: i + 1]) for i in range(len(parts))]
+    result = False
+    for pattern in dockerignore_patterns():
+        negated = pattern.startswith("!")
+        glob = pattern.lstrip("!").rstrip("/")
+        if any(fnmatch(prefix, glob) for prefix in prefixes):
+            result = not negated
+    return result
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "handler/app.py",
+        "handler/requirements.txt",
+        "contracts/image.py",
+        "artifacts/20261124T014800Z-3fa9c1d2/model.tflite",
+        "artifacts/20261124T014800Z-3fa9c1d2/model_int8.tflite",
+        "artifacts/20261124T014800Z-3fa9c1d2/labels.json",
+        "artifacts/20261124T014800Z-3fa9c1d2/manifest.json",
+    ],
+)
+def test_build_context_sends_what_the_dockerfile_copies(path: str) -> None:
+    assert not ignored(path)
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        ".venv/lib/python3.11/site-packages/tensorflow/__init__.py",
+        ".venv-checkov/bin/checkov",
+        ".git/HEAD",
+        "runs/2026/model.keras",
+        "data/train/stroller/1.jpg",
+        ".cache/prepare/abc.npy",
+        "tests/unit/test_infra_image.py",
+        "bench/worker.py",
+        "model_build/train.py",
+        "artifacts/20261124T014800Z-3fa9c1d2/model.keras",
+        "artifacts/20261124T014800Z-3fa9c1d2/report/confusion.png",
+        "handler/__pycache__/app.cpython-312.pyc",
+        ".aws-sam/build/template.yaml",
+    ],
+)
+def test_build_context_leaves_out_runs_data_caches_and_tests(path: str) -> None:
+    assert ignored(path)
+
+
+# --- samconfig.toml ----------------------------------------------------------------------------
+
+
+def test_samconfig_defaults() -> None:
+    config = tomllib.loads((ROOT / "samconfig.toml").read_text())["default"]
+    assert config["global"]["parameters"]["stack_name"] == "momee-cataloguer"
+    assert config["global"]["parameters"]["region"]
+    deploy = config["deploy"]["parameters"]
+    assert deploy["capabilities"] == "CAPABILITY_IAM"
+    assert deploy["resolve_image_repos"] is True
+    assert deploy["confirm_changeset"] is True
