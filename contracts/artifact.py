@@ -176,7 +176,12 @@ def parse_manifest(raw: bytes, where: str) -> Manifest:
     try:
         return Manifest.model_validate_json(raw)
     except ValidationError as error:
-        raise ArtifactError(f"{where} is not a valid manifest: {error}") from error
+        # One line, naming each bad field: this message ends up as the worker's cold-start error.
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in problem['loc']) or 'document'}: {problem['msg']}"
+            for problem in error.errors()
+        )
+        raise ArtifactError(f"{where} is not a valid manifest ({problems})") from None
 
 
 def split_s3_uri(uri: str) -> tuple[str, str]:

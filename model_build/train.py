@@ -306,14 +306,12 @@ def run(config: TrainConfig) -> int:
     # 5. Train: phase 1 (frozen backbone / the small CNN), then optional fine-tuning.
     from model_build.training import fine_tune, train_head_on_features, train_plain
 
-    state = _read_json(run_dir / RUN_STATE) or {}
     if config.feature_cache_views > 0 and config.model == "mobilenet_v2":
         history_epochs = train_head_on_features(config, run_dir, model, train, val, strategy)
     else:
         if config.feature_cache_views > 0:
             print("--feature-cache-views applies to mobilenet_v2 only; training on the fly")
         history_epochs = train_plain(config, run_dir, model, train, val, strategy)
-    _write_state(run_dir, config, "running", phase="fine_tune", **_subset(state))
     if config.fine_tune_layers > 0 and config.model == "mobilenet_v2":
         history_epochs = fine_tune(config, run_dir, train, val, strategy, history_epochs)
 
@@ -335,10 +333,6 @@ def run(config: TrainConfig) -> int:
         f" — {run_dir}{published}"
     )
     return 0
-
-
-def _subset(state: dict) -> dict:
-    return {key: value for key, value in state.items() if key not in ("status", "identity")}
 
 
 def _print_plan(config, run_dir, resuming, data_dir, dataset, train_count, val_count) -> None:

@@ -231,13 +231,7 @@ def fine_tune(
 
     with strategy.scope():
         model = keras.models.load_model(run_dir / MODEL_FILE)
-        backbone = model.get_layer(BACKBONE_NAME)
-        backbone.trainable = True
-        for layer in backbone.layers[: -config.fine_tune_layers]:
-            layer.trainable = False
-        for layer in backbone.layers:
-            if isinstance(layer, keras.layers.BatchNormalization):
-                layer.trainable = False
+        unfreeze_top_layers(model.get_layer(BACKBONE_NAME), config.fine_tune_layers)
         _compile(model, config.fine_tune_learning_rate)
     train_data = train_dataset(
         train.pixels, train.label_indices, batch_size=config.batch_size, seed=config.seed + 1
@@ -255,6 +249,16 @@ def fine_tune(
     from model_build.train import _history_rows
 
     return len(_history_rows(run_dir / HISTORY_FILE))
+
+
+def unfreeze_top_layers(backbone: keras.Model, count: int) -> None:
+    """Make the top ``count`` layers of ``backbone`` trainable, except BatchNormalization."""
+    if count <= 0:
+        raise ValueError(f"the number of layers to unfreeze must be positive, got {count}")
+    backbone.trainable = True
+    for index, layer in enumerate(backbone.layers):
+        in_top = index >= len(backbone.layers) - count
+        layer.trainable = in_top and not isinstance(layer, keras.layers.BatchNormalization)
 
 
 def plot_history(rows: list[dict], path: Path) -> None:

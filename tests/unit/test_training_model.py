@@ -84,3 +84,24 @@ def test_offline_cli_exits_2_naming_both_alternatives(
 def test_missing_weights_file_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="does not exist"):
         build_model("mobilenet_v2", num_classes=3, weights=str(tmp_path / "nope.h5"))
+
+
+def test_fine_tuning_unfreezes_the_top_layers_but_never_batch_norm() -> None:
+    from model_build.model import BACKBONE_NAME
+    from model_build.training import unfreeze_top_layers
+
+    model = build_model("mobilenet_v2", num_classes=14, weights=None)
+    backbone = model.get_layer(BACKBONE_NAME)
+
+    unfreeze_top_layers(backbone, 20)
+
+    top = backbone.layers[-20:]
+    assert all(not layer.trainable for layer in backbone.layers[:-20])
+    assert all(
+        layer.trainable is not isinstance(layer, keras.layers.BatchNormalization) for layer in top
+    )
+    assert any(layer.trainable for layer in top)
+    # Head and unfrozen convolutions train; BatchNorm statistics and gammas stay fixed.
+    assert _trainable(model) > 1_542_158
+    assert all("batch_normalization" not in w.path and "_bn" not in w.path
+               for w in backbone.trainable_weights)  # fmt: skip
