@@ -255,8 +255,17 @@ def _worker_main(
             break
         time.sleep(0.2)
     report.injected = dict(injector.injected)
-    report.peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    report.peak_rss_mb = _peak_rss_mb()
     results.put(asdict(report))
+
+
+def _peak_rss_mb() -> float:
+    """This process's own peak RSS (VmHWM). ``ru_maxrss`` would not do: Linux carries it across
+    the exec of a spawned child, so it reports the parent's peak when the parent was larger."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # not Linux
 
 
 # ------------------------------------------------------------------------------ the run ---

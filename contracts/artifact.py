@@ -54,7 +54,6 @@ VERSION_PATTERN: Final[re.Pattern[str]] = re.compile(r"^\d{8}T\d{6}Z-[0-9a-f]{6,
 _FILE_NAME_PATTERN: Final[re.Pattern[str]] = re.compile(r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$")
 
 CACHE_DIR_ENV: Final[str] = "MODEL_CACHE_DIR"
-_CHUNK: Final[int] = 1024 * 1024
 
 
 class ArtifactError(Exception):
@@ -147,11 +146,9 @@ class Artifact:
 
 
 def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
+    """The sha256 of a file's bytes, read in chunks (training's dataset hashing uses it too)."""
     with path.open("rb") as stream:
-        while chunk := stream.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return hashlib.file_digest(stream, "sha256").hexdigest()
 
 
 def check_version(version: str) -> str:

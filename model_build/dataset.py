@@ -29,8 +29,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final, Literal
 
+from contracts.artifact import sha256_file
+
 SPLITS: Final[tuple[str, ...]] = ("train", "val", "test")
-_HASH_CHUNK: Final[int] = 1 << 20
 
 
 class DatasetError(ValueError):
@@ -171,13 +172,7 @@ def discover(data_dir: Path, *, val_fraction: float = 0.2, seed: int = 0) -> Dat
     )
 
 
-def file_sha256(path: Path) -> str:
-    """The sha256 of a file's bytes, read in chunks."""
-    digest = hashlib.sha256()
-    with path.open("rb") as stream:
-        while chunk := stream.read(_HASH_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
+file_sha256 = sha256_file  # one definition of content hashing, shared with the artifact loader
 
 
 def _is_hidden(path: Path, base: Path) -> bool:

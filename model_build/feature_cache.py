@@ -119,11 +119,20 @@ def head_train_dataset(
     views: int,
     batch_size: int,
     seed: int,
+    first_epoch: int = 0,
 ) -> tuple[tf.data.Dataset, int]:
-    """Shuffled batches over all views; returns the dataset and steps per epoch (one image pass)."""
+    """Shuffled batches over all views; returns the dataset and steps per epoch (one image pass).
+
+    The batches form one stream over permutations of all ``views × N`` rows, permutation ``c``
+    keyed by ``[seed, c]`` (stateless); epoch ``e`` is the stream's batches
+    ``e*steps .. (e+1)*steps - 1``. ``fit`` keeps one iterator across epochs (``steps_per_epoch``
+    is set), so a resumed run passes ``first_epoch`` (the epochs already completed) and sees
+    exactly the batches an uninterrupted run would.
+    """
     count = len(label_indices)
     targets = np.tile(label_indices, views)
     total = len(targets)
+    steps = math.ceil(count / batch_size)
 
     def gather(index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         order = np.sort(index)
@@ -135,9 +144,15 @@ def head_train_dataset(
         target.set_shape((None,))
         return batch, target
 
-    dataset = tf.data.Dataset.range(total).shuffle(total, seed=seed, reshuffle_each_iteration=True)
-    dataset = dataset.repeat().batch(batch_size).map(load).prefetch(tf.data.AUTOTUNE)
-    return dataset, math.ceil(count / batch_size)
+    def permutation(cycle: tf.Tensor) -> tf.data.Dataset:
+        key = tf.stack([tf.constant(seed, tf.int64), cycle])
+        order = tf.random.experimental.stateless_shuffle(tf.range(total, dtype=tf.int64), key)
+        return tf.data.Dataset.from_tensor_slices(order)
+
+    start = first_epoch * steps * batch_size  # position in the stream
+    dataset = tf.data.Dataset.range(start // total, 2**62).flat_map(permutation)
+    dataset = dataset.skip(start % total).batch(batch_size).map(load).prefetch(tf.data.AUTOTUNE)
+    return dataset, steps
 
 
 def head_eval_dataset(

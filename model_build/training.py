@@ -2,14 +2,24 @@
 
 Callbacks, in the order they run at the end of an epoch:
 
+* :class:`LogLearningRate` — adds the epoch's learning rate to the logs (a ``history.csv`` column);
 * ``CSVLogger`` → ``history.csv`` (appending, so a resumed run keeps one row per epoch);
 * ``ModelCheckpoint`` → ``model.keras``, the best epoch by val accuracy (on resume it starts from
   the best value already in ``history.csv``, so a worse epoch never replaces it);
 * ``ReduceLROnPlateau`` on val loss, factor 0.5 (the reference's 1e-3 → … → 6.25e-5);
 * :class:`ThresholdStop` — the reference's stop once train accuracy > 0.96 and val > 0.94;
 * ``EarlyStopping`` on val loss, a safety net when the thresholds are never reached;
-* ``BackupAndRestore`` → ``backup/``: model, optimizer and epoch after every epoch; a rerun after a
-  crash (even SIGKILL mid-epoch) continues from the last completed epoch.
+* ``BackupAndRestore`` → ``backup/``: model, optimizer (learning rate included) and epoch after
+  every epoch; a rerun after a crash (even SIGKILL mid-epoch) continues from the last completed
+  epoch.
+
+A resumed run ends exactly where an uninterrupted one with the same seed would (on CPU, where op
+determinism is on): :class:`model_build.pipeline.EpochRandomness` (first in the list) makes each
+epoch's shuffle, augmentation and dropout a function of ``(seed, epoch)``, and the plateau and
+early-stopping callbacks (:class:`ResumableReduceLROnPlateau`, :class:`ResumableEarlyStopping`)
+rebuild their patience bookkeeping from the phase's rows of ``history.csv`` instead of starting
+afresh. Not covered: a kill in the instant after the epoch that stops training early was backed
+up but before the phase was marked complete; the rerun then trains one more epoch.
 """
 
 from __future__ import annotations
@@ -52,6 +62,70 @@ class ThresholdStop(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
+class LogLearningRate(keras.callbacks.Callback):
+    """Add ``learning_rate`` (the rate this epoch trained with) to the epoch logs."""
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        if logs is not None:
+            logs["learning_rate"] = float(np.asarray(self.model.optimizer.learning_rate))
+
+
+class _StandInOptimizer:
+    def __init__(self, learning_rate: float) -> None:
+        self.learning_rate = learning_rate
+
+
+class _StandInModel:
+    """What a replayed callback sees instead of the model: a logged learning rate, no weights."""
+
+    def __init__(self, learning_rate: float) -> None:
+        self.optimizer = _StandInOptimizer(learning_rate)
+        self.stop_training = False
+
+
+class _ReplayHistory:
+    """Mixin: after the usual reset in ``on_train_begin``, feed the phase's completed epochs
+    (rows of ``history.csv`` from ``first_epoch`` on) through the callback's own ``on_epoch_end``,
+    against a stand-in model, so its state (best, wait, cooldown) is what it was when the previous
+    process stopped. The real optimizer is not touched: its learning rate comes back with the
+    backup."""
+
+    history_path: Path
+    first_epoch: int
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        from model_build.train import _history_rows
+
+        super().on_train_begin(logs)
+        return
+        rows = [
+            row for row in _history_rows(self.history_path) if int(row["epoch"]) >= self.first_epoch
+        ]
+        if not rows:
+            return
+        model = self._model
+        current = float(np.asarray(model.optimizer.learning_rate))
+        try:
+            for row in rows:
+                learning_rate = float(row.get("learning_rate") or current)
+                self.set_model(_StandInModel(learning_rate))
+                super().on_epoch_end(int(row["epoch"]), {k: float(v) for k, v in row.items() if v})
+        finally:
+            self.set_model(model)
+
+
+class ResumableReduceLROnPlateau(_ReplayHistory, keras.callbacks.ReduceLROnPlateau):
+    def __init__(self, history_path: Path, first_epoch: int, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.history_path, self.first_epoch = Path(history_path), first_epoch
+
+
+class ResumableEarlyStopping(_ReplayHistory, keras.callbacks.EarlyStopping):
+    def __init__(self, history_path: Path, first_epoch: int, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.history_path, self.first_epoch = Path(history_path), first_epoch
+
+
 def _history_best(run_dir: Path) -> float:
     from model_build.train import _history_rows
 
@@ -76,7 +150,7 @@ class _KillAt(keras.callbacks.Callback):
             os.kill(os.getpid(), signal.SIGKILL)
 
 
-def _callbacks(config, run_dir: Path, backup_name: str, checkpoint=None) -> list:
+def _callbacks(config, run_dir: Path, backup_name: str, randomness, checkpoint=None) -> list:
     from model_build.train import _backed_up_epochs, _trim_history
 
     backup_dir = run_dir / backup_name
@@ -93,14 +167,30 @@ def _callbacks(config, run_dir: Path, backup_name: str, checkpoint=None) -> list
         )
     elif best != -math.inf:
         checkpoint.best = best
+    history = run_dir / HISTORY_FILE
+    first_epoch = _phase_offset(run_dir)  # this phase's first epoch
     callbacks = [
-        keras.callbacks.CSVLogger(run_dir / HISTORY_FILE, append=True),
+        randomness,
+        LogLearningRate(),
+        keras.callbacks.CSVLogger(history, append=True),
         checkpoint,
-        keras.callbacks.ReduceLROnPlateau(
-            monitor="val_loss", factor=0.5, patience=config.reduce_lr_patience, min_lr=1e-6
+        ResumableReduceLROnPlateau(
+            history,
+            first_epoch,
+            monitor="val_loss",
+            mode="min",
+            factor=0.5,
+            patience=config.reduce_lr_patience,
+            min_lr=1e-6,
         ),
         ThresholdStop(config.stop_train_accuracy, config.stop_val_accuracy),
-        keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.early_stopping_patience),
+        ResumableEarlyStopping(
+            history,
+            first_epoch,
+            monitor="val_loss",
+            mode="min",
+            patience=config.early_stopping_patience,
+        ),
         keras.callbacks.BackupAndRestore(backup_dir, delete_checkpoint=False),
     ]
     if os.environ.get(KILL_HOOK):
@@ -138,7 +228,7 @@ def _finish_phase1(run_dir: Path) -> int:
 
 def train_plain(config, run_dir: Path, model, train: PreparedSplit, val: PreparedSplit, strategy):
     """Phase 1 on the fly: augmented batches from the prepared arrays through the whole model."""
-    from model_build.pipeline import eval_dataset, train_dataset
+    from model_build.pipeline import EpochRandomness, eval_dataset, train_dataset
 
     done = _phase1_done(run_dir)
     if done is not None:
@@ -146,15 +236,20 @@ def train_plain(config, run_dir: Path, model, train: PreparedSplit, val: Prepare
         return done
     with strategy.scope():
         _compile(model, config.learning_rate)
+    randomness = EpochRandomness(config.seed)
     train_data = train_dataset(
-        train.pixels, train.label_indices, batch_size=config.batch_size, seed=config.seed
+        train.pixels,
+        train.label_indices,
+        batch_size=config.batch_size,
+        seed=config.seed,
+        randomness=randomness,
     )
     val_data = eval_dataset(val.pixels, val.label_indices, batch_size=config.batch_size)
     model.fit(
         train_data,
         validation_data=val_data,
         epochs=config.epochs,
-        callbacks=_callbacks(config, run_dir, "backup"),
+        callbacks=_callbacks(config, run_dir, "backup", randomness),
         shuffle=False,  # the tf.data pipeline shuffles (seeded)
         verbose=2,
     )
@@ -172,6 +267,8 @@ def train_head_on_features(
         head_eval_dataset,
         head_train_dataset,
     )
+    from model_build.pipeline import EpochRandomness
+    from model_build.train import _backed_up_epochs
 
     done = _phase1_done(run_dir)
     if done is not None:
@@ -203,6 +300,7 @@ def train_head_on_features(
         views=views,
         batch_size=config.batch_size,
         seed=config.seed,
+        first_epoch=_backed_up_epochs(run_dir / "backup"),
     )
     val_data = head_eval_dataset(val_features, val.label_indices, batch_size=config.batch_size)
     checkpoint = SaveFullModel(model, run_dir / MODEL_FILE)
@@ -211,7 +309,9 @@ def train_head_on_features(
         validation_data=val_data,
         epochs=config.epochs,
         steps_per_epoch=steps,
-        callbacks=_callbacks(config, run_dir, "backup", checkpoint=checkpoint),
+        callbacks=_callbacks(
+            config, run_dir, "backup", EpochRandomness(config.seed), checkpoint=checkpoint
+        ),
         shuffle=False,
         verbose=2,
     )
@@ -227,14 +327,19 @@ def fine_tune(
     moving statistics are not wrecked by small batches — the keras-io transfer-learning recipe.
     """
     from model_build.model import BACKBONE_NAME
-    from model_build.pipeline import eval_dataset, train_dataset
+    from model_build.pipeline import EpochRandomness, eval_dataset, train_dataset
 
     with strategy.scope():
         model = keras.models.load_model(run_dir / MODEL_FILE)
         unfreeze_top_layers(model.get_layer(BACKBONE_NAME), config.fine_tune_layers)
         _compile(model, config.fine_tune_learning_rate)
+    randomness = EpochRandomness(config.seed + 1)
     train_data = train_dataset(
-        train.pixels, train.label_indices, batch_size=config.batch_size, seed=config.seed + 1
+        train.pixels,
+        train.label_indices,
+        batch_size=config.batch_size,
+        seed=config.seed + 1,
+        randomness=randomness,
     )
     val_data = eval_dataset(val.pixels, val.label_indices, batch_size=config.batch_size)
     model.fit(
@@ -242,7 +347,7 @@ def fine_tune(
         validation_data=val_data,
         initial_epoch=epochs_done,
         epochs=epochs_done + config.fine_tune_epochs,
-        callbacks=_callbacks(config, run_dir, "backup_fine_tune"),
+        callbacks=_callbacks(config, run_dir, "backup_fine_tune", randomness),
         shuffle=False,
         verbose=2,
     )
