@@ -481,9 +481,13 @@ def _check_end_state(
     dead_letter_keys = sorted({key for body in dead_letters for key in _keys_of(body)})
 
     expected = set(surviving) - set(permanent)
-    lost = sorted(expected - set(items))
+    # Lost: an object that exists but has neither a catalogue item nor a message in the DLQ.
+    lost = sorted(set(surviving) - set(items) - set(dead_letter_keys))
     if lost:
         problems.append(f"{len(lost)} objects have no item and are not in the DLQ: {lost[:5]}")
+    uncatalogued = sorted(expected - set(items) - set(lost))
+    if uncatalogued:
+        problems.append(f"objects dead-lettered instead of catalogued: {uncatalogued[:5]}")
     items_for_deleted = sorted(set(items) - set(surviving))
     if items_for_deleted:
         problems.append(f"items for deleted objects: {items_for_deleted[:5]}")

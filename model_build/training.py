@@ -97,7 +97,6 @@ class _ReplayHistory:
         from model_build.train import _history_rows
 
         super().on_train_begin(logs)
-        return
         rows = [
             row for row in _history_rows(self.history_path) if int(row["epoch"]) >= self.first_epoch
         ]
