@@ -53,6 +53,7 @@ import numpy as np
 from PIL import Image
 
 from bench.faults import FaultInjector, FaultPlan, choose_permanent_keys
+from contracts.image import HEIF_SUPPORTED  # importing it registers Pillow's HEIF plugin
 
 UPLOAD_PREFIX: Final[str] = "uploads/"
 FINAL_STATUSES: Final[frozenset[str]] = frozenset({"CATALOGUED", "NEEDS_REVIEW", "REJECTED"})
@@ -157,9 +158,10 @@ def _photo(label: str, index: int, rng: np.random.Generator, chooser: random.Ran
 
     size = chooser.choice((96, 160, 256, 384, 640))
     image = draw_sample_image(label, rng, size)
-    image_format, extension = chooser.choice(
-        (("JPEG", "jpg"), ("JPEG", "jpeg"), ("PNG", "png"), ("WEBP", "webp"), ("HEIF", "heic"))
-    )
+    formats = [("JPEG", "jpg"), ("JPEG", "jpeg"), ("PNG", "png"), ("WEBP", "webp")]
+    if HEIF_SUPPORTED:
+        formats.append(("HEIF", "heic"))
+    image_format, extension = chooser.choice(formats)
     if chooser.random() < 0.3:  # non-square pictures, as phones take them
         image = image.resize((size, max(32, int(size * chooser.uniform(0.5, 1.5)))))
     buffer = io.BytesIO()
