@@ -116,7 +116,9 @@ def train_dataset(
         if randomness is not None:
             randomness.track(augmenter)
         # Sequential (not parallel) map: the augmentation's random state advances in a fixed order,
-        # so the same seed gives the same views. Its ops still use every core.
+        # so the same seed gives the same views. Its ops still use every core. (A parallel map
+        # measured about 1.8x faster again on two cores, but would need per-batch stateless seeds
+        # derived from (seed, epoch, batch index) to stay reproducible; not done yet.)
         dataset = dataset.map(
             lambda batch, target: (augmenter(tf.cast(batch, tf.float32), training=True), target)
         )
