@@ -17,8 +17,9 @@ Trade-off, in short:
 * **Frozen only**: fine-tuning changes the backbone, so ``--fine-tune-layers`` runs its phase on
   the fly as usual.
 
-View ``k`` is defined exactly: augmenter seeded with ``seed * 1000 + k`` applied to the training
-images in file order in batches of ``batch_size`` (:func:`augmented_views`). The test
+View ``k`` is defined exactly: the augmentation with batch seeds ``batch_seed(seed * 1000 + k, 0,
+b)`` applied to batch ``b`` of the training images in file order in batches of ``batch_size``
+(:func:`augmented_views`; the batches are augmented in parallel, each from its own seed). The test
 ``test_training_feature_cache`` checks that the head sees the same features for a view as the full
 model computes on the fly for it.
 """
@@ -32,7 +33,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from model_build.augment import build_augmenter
+from model_build.augment import augment_batch, batch_seed, build_augmenter
 from model_build.model import BACKBONE_NAME
 
 FEATURE_DTYPE = np.float16
@@ -49,15 +50,19 @@ def augmented_views(
 ) -> tf.data.Dataset:
     """The batches of augmented view ``view`` of ``pixels``, in order (float32 0..255).
 
-    A tf.data pipeline (augmentation prefetched while the backbone runs); the augmenter is seeded
-    with :func:`view_seed` and applied to consecutive batches sequentially, so a view is the same
-    every time it is produced.
+    A tf.data pipeline (augmentation prefetched while the backbone runs); batch ``b`` is augmented
+    from the stateless seed ``batch_seed(view_seed(seed, view), 0, b)``, so a view is the same every
+    time it is produced although the batches are augmented in parallel.
     """
     augmenter = build_augmenter(view_seed(seed, view))
     images = tf.constant(pixels)
-    dataset = tf.data.Dataset.range(len(pixels)).batch(batch_size)
+    dataset = tf.data.Dataset.range(len(pixels)).batch(batch_size).enumerate()
     dataset = dataset.map(
-        lambda index: augmenter(tf.cast(tf.gather(images, index), tf.float32), training=True)
+        lambda number, index: augment_batch(
+            augmenter, tf.gather(images, index), seed=batch_seed(view_seed(seed, view), 0, number)
+        ),
+        num_parallel_calls=tf.data.AUTOTUNE,
+        deterministic=True,
     )
     return dataset.prefetch(2)
 

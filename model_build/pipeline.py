@@ -6,10 +6,15 @@ that :func:`model_build.prepare.prepare_split` loaded from the cache, augmented 
 
 **Epoch randomness.** With an :class:`EpochRandomness` (what training always passes) everything
 random in epoch ``e`` is a pure function of ``(seed, e)``: the shuffle order is a stateless
-permutation keyed by ``[seed, e]``, and at the start of every epoch each Keras ``SeedGenerator``
-(the augmentation layers', the model's Dropout) is set to a state derived from
+permutation keyed by ``[seed, e]``, batch ``b`` is augmented from the stateless seed
+``batch_seed(seed, e, b)`` (:mod:`model_build.augment`), and at the start of every epoch each Keras
+``SeedGenerator`` (the model's Dropout, and any tracked layer's) is set to a state derived from
 ``(seed, generator index, e)``. So an epoch is the same whether the process ran the epochs before
 it or resumed after a crash — a resumed run reproduces an uninterrupted one.
+
+**Parallel augmentation.** Because no batch's augmentation depends on random state left by another,
+the gather-cast-augment map runs with ``num_parallel_calls=AUTOTUNE`` and ``deterministic=True``
+(output in order), about 1.8× faster than a sequential map on two cores.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from model_build.augment import build_augmenter
+from model_build.augment import batch_seed, build_augmenter
 
 
 def seed_generators(*layers: keras.Layer) -> list:
@@ -92,38 +97,51 @@ def train_dataset(
 
     With ``randomness`` (pass the same object to ``fit``'s callbacks) the order and the views of
     epoch ``e`` depend only on ``(seed, e)``; without it the shuffle is tf.data's stateful one
-    (reshuffled per iteration), reproducible only for a process that runs every epoch.
+    (reshuffled per iteration) and the batch seeds come from a seeded random stream redrawn per
+    iteration, reproducible only for a process that runs every epoch.
     """
     images = tf.constant(pixels)
     targets = tf.constant(label_indices)
     count = len(pixels)
+    augmenter = build_augmenter(seed) if augment else None
+
+    def load(index, key):
+        batch = tf.cast(tf.gather(images, index), tf.float32)
+        if augmenter is not None:
+            batch = augmenter(batch, seed=key, training=True)
+        return batch, tf.gather(targets, index)
+
+    # Every batch carries its own seed, so the map can run in parallel and stay reproducible:
+    # ``deterministic=True`` keeps the output order, and no random state is shared between calls.
+    def load_all(batches: tf.data.Dataset) -> tf.data.Dataset:
+        return batches.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
     if randomness is None:
-        dataset = tf.data.Dataset.range(count).shuffle(
+        order = tf.data.Dataset.range(count).shuffle(
             count, seed=seed, reshuffle_each_iteration=True
         )
+        seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
+        dataset = load_all(tf.data.Dataset.zip(order.batch(batch_size), seeds))
     else:
         epoch = randomness.epoch
-        dataset = tf.data.Dataset.from_tensors(0).flat_map(
-            lambda _: tf.data.Dataset.from_tensor_slices(epoch_order(count, seed, epoch))
+
+        def epoch_batches(current):
+            batches = tf.data.Dataset.from_tensor_slices(epoch_order(count, seed, current))
+            batches = batches.batch(batch_size).enumerate()
+            return load_all(
+                batches.map(lambda number, index: (index, batch_seed(seed, current, number)))
+            )
+
+        # The epoch is read once per iteration (Keras creates the epoch's iterator after
+        # on_epoch_begin) in its own small map, and the parallel map runs inside the flat_map on
+        # the value: with op determinism on, tf.data runs a parallel map sequentially when a
+        # variable is read upstream of it in the same pipeline (measured: half the throughput).
+        dataset = (
+            tf.data.Dataset.from_tensors(0)
+            .map(lambda _: tf.identity(epoch))
+            .flat_map(epoch_batches)
         )
-    dataset = dataset.batch(batch_size).map(
-        lambda index: (tf.gather(images, index), tf.gather(targets, index))
-    )
-    if randomness is not None:
         dataset = dataset.apply(tf.data.experimental.assert_cardinality(-(-count // batch_size)))
-    if augment:
-        augmenter = build_augmenter(seed)
-        if randomness is not None:
-            randomness.track(augmenter)
-        # Sequential (not parallel) map: the augmentation's random state advances in a fixed order,
-        # so the same seed gives the same views. Its ops still use every core. (A parallel map
-        # measured about 1.8x faster again on two cores, but would need per-batch stateless seeds
-        # derived from (seed, epoch, batch index) to stay reproducible; not done yet.)
-        dataset = dataset.map(
-            lambda batch, target: (augmenter(tf.cast(batch, tf.float32), training=True), target)
-        )
-    else:
-        dataset = dataset.map(lambda batch, target: (tf.cast(batch, tf.float32), target))
     return dataset.prefetch(tf.data.AUTOTUNE)
 
 
