@@ -27,11 +27,9 @@ from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final, Literal
+from typing import Literal
 
 from contracts.artifact import sha256_file
-
-SPLITS: Final[tuple[str, ...]] = ("train", "val", "test")
 
 
 class DatasetError(ValueError):

@@ -139,15 +139,7 @@ def head_train_dataset(
     total = len(targets)
     steps = math.ceil(count / batch_size)
 
-    def gather(index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        order = np.sort(index)
-        return features[order].astype(np.float32), targets[order]
-
-    def load(index: tf.Tensor):
-        batch, target = tf.numpy_function(gather, [index], (tf.float32, tf.int64))
-        batch.set_shape((None, *features.shape[1:]))
-        target.set_shape((None,))
-        return batch, target
+    load = _batch_loader(features, targets)
 
     def permutation(cycle: tf.Tensor) -> tf.data.Dataset:
         key = tf.stack([tf.constant(seed, tf.int64), cycle])
@@ -163,8 +155,21 @@ def head_train_dataset(
 def head_eval_dataset(
     features: np.ndarray, label_indices: np.ndarray, *, batch_size: int
 ) -> tf.data.Dataset:
+    load = _batch_loader(features, label_indices)
+    dataset = tf.data.Dataset.range(len(label_indices)).batch(batch_size).map(load)
+    return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def _batch_loader(features: np.ndarray, targets: np.ndarray):
+    """A tf.data map function: a batch of row indices -> (float32 features, targets).
+
+    The rows are read in ascending order, which keeps reads from the on-disk memmap sequential;
+    a batch's order does not matter to training.
+    """
+
     def gather(index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        return features[index].astype(np.float32), label_indices[index]
+        order = np.sort(index)
+        return features[order].astype(np.float32), targets[order]
 
     def load(index: tf.Tensor):
         batch, target = tf.numpy_function(gather, [index], (tf.float32, tf.int64))
@@ -172,8 +177,7 @@ def head_eval_dataset(
         target.set_shape((None,))
         return batch, target
 
-    dataset = tf.data.Dataset.range(len(label_indices)).batch(batch_size).map(load)
-    return dataset.prefetch(tf.data.AUTOTUNE)
+    return load
 
 
 class SaveFullModel(keras.callbacks.Callback):
