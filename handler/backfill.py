@@ -28,6 +28,7 @@ from urllib.parse import quote_plus
 
 import boto3
 
+from contracts.catalogue import OBJECT_ID, object_id
 from handler.events import BACKFILL_EVENT_NAME
 
 SQS_BATCH: Final[int] = 10
@@ -79,7 +80,7 @@ def current_versions(
         request = {
             table: {
                 "Keys": [
-                    {"bucket": {"S": bucket}, "key": {"S": key}}
+                    {OBJECT_ID: {"S": object_id(bucket, key)}}
                     for key in keys[start : start + DYNAMODB_BATCH_GET]
                 ],
                 "ProjectionExpression": "#k, model_version",

@@ -29,7 +29,14 @@ from typing import Any, Final
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import ClientError
 
-from contracts.catalogue import CatalogueItem
+from contracts.catalogue import (
+    LISTING_CATEGORY,
+    OBJECT_ID,
+    REVIEW_QUEUE,
+    CatalogueItem,
+    CategorySource,
+    object_id,
+)
 
 _OPTIONAL: Final[tuple[str, ...]] = (
     "category",
@@ -41,9 +48,18 @@ _OPTIONAL: Final[tuple[str, ...]] = (
     "width",
     "height",
     "sequencer",
+    "reviewed_by",
+    "reviewed_at",
+    "review_outcome",
+    "expires_at",
+    LISTING_CATEGORY,
+    REVIEW_QUEUE,
 )
-# Kept from the stored item by a backfill, which has no S3 sequencer of its own.
-_KEPT_BY_BACKFILL: Final[tuple[str, ...]] = ("event_order", "sequencer")
+_IDENTITY: Final[tuple[str, ...]] = (OBJECT_ID,)
+# Kept from the stored item by a backfill, which has no S3 sequencer of its own and is no upload:
+# the object keeps the upload time buyers' listings sort on.
+_KEPT_BY_BACKFILL: Final[tuple[str, ...]] = ("event_order", "sequencer", "uploaded_at")
+_HUMAN: Final[str] = CategorySource.HUMAN.value
 _serializer = TypeSerializer()
 _deserializer = TypeDeserializer()
 
@@ -55,11 +71,11 @@ def is_condition_failure(error: ClientError) -> bool:
 def write_item(dynamodb: Any, table: str, item: CatalogueItem, *, backfill: bool = False) -> bool:
     """Write ``item`` if the event that produced it is not stale. Returns whether it was written."""
     attributes = item.to_attributes()
-    names: dict[str, str] = {"#key": "key"}
+    names: dict[str, str] = {"#id": OBJECT_ID}
     values: dict[str, Any] = {}
     assignments: list[str] = []
     for name, value in attributes.items():
-        if name in ("bucket", "key"):
+        if name in _IDENTITY:
             continue
         names[f"#{name}"] = name
         values[f":{name}"] = _serializer.serialize(value)
@@ -77,22 +93,34 @@ def write_item(dynamodb: Any, table: str, item: CatalogueItem, *, backfill: bool
     expression = "SET " + ", ".join(assignments)
     if removed:
         expression += " REMOVE " + ", ".join(f"#{name}" for name in removed)
-    names.update({"#event_order": "event_order", "#model_version": "model_version"})
+    names.update(
+        {
+            "#event_order": "event_order",
+            "#model_version": "model_version",
+            "#category_source": "category_source",
+        }
+    )
+    values[":human"] = {"S": _HUMAN}
     if backfill:
         if item.etag is None:
             raise ValueError("a backfill write needs the object's ETag")
         names["#etag"] = "etag"
         condition = (
-            "attribute_not_exists(#key) OR (#etag = :etag AND #model_version <> :model_version)"
+            "attribute_not_exists(#id) OR (#etag = :etag AND #model_version <> :model_version"
+            " AND NOT #category_source = :human)"
         )
     else:
         same_event_changed = "#model_version <> :model_version"
         if item.etag is not None:
             names["#etag"] = "etag"
             same_event_changed += " OR #etag <> :etag"
+        # A person's decision stands for the object version it was made on: the same event
+        # (a duplicate delivery, or a rollout re-processing it) never replaces it; only a newer
+        # event (a new upload of the key) starts over.
         condition = (
-            "attribute_not_exists(#key) OR #event_order < :event_order"
-            f" OR (#event_order = :event_order AND ({same_event_changed}))"
+            "attribute_not_exists(#id) OR #event_order < :event_order"
+            f" OR (#event_order = :event_order AND ({same_event_changed})"
+            " AND NOT #category_source = :human)"
         )
     try:
         dynamodb.update_item(
@@ -119,8 +147,8 @@ def remove_item(dynamodb: Any, table: str, bucket: str, key: str, order: str) ->
             Key=_key(bucket, key),
             # "<=": with sequencers two different events never tie; with event times (moto) a
             # tie is settled for the delete, because the worker saw that the object is gone.
-            ConditionExpression="attribute_not_exists(#key) OR #event_order <= :event_order",
-            ExpressionAttributeNames={"#key": "key", "#event_order": "event_order"},
+            ConditionExpression="attribute_not_exists(#id) OR #event_order <= :event_order",
+            ExpressionAttributeNames={"#id": OBJECT_ID, "#event_order": "event_order"},
             ExpressionAttributeValues={":event_order": {"S": order}},
         )
     except ClientError as error:
@@ -150,4 +178,4 @@ def deserialize(raw: dict[str, Any]) -> dict[str, Any]:
 
 
 def _key(bucket: str, key: str) -> dict[str, Any]:
-    return {"bucket": {"S": bucket}, "key": {"S": key}}
+    return {OBJECT_ID: {"S": object_id(bucket, key)}}

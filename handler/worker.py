@@ -31,7 +31,7 @@ from typing import Any, Final, Literal
 import numpy as np
 from botocore.exceptions import ClientError
 
-from contracts.catalogue import CatalogueItem, Status, utc_now
+from contracts.catalogue import CatalogueItem, Status, normalise_time, utc_now
 from contracts.image import DecodedImage, ImageRejected, decode_image
 from handler import catalogue
 from handler.classifier import Classifier, Prediction
@@ -218,6 +218,8 @@ class Worker:
             "etag": fetched.etag,
             "size": fetched.size,
             "sequencer": record.sequencer,
+            # Buyers' listings sort on the upload's own time, not on when it was processed.
+            "uploaded_at": normalise_time(record.event_time) if record.event_time else None,
         }
         if fetched.rejection is not None:
             item = CatalogueItem(status=Status.REJECTED, reason=fetched.rejection.reason, **common)

@@ -269,6 +269,13 @@ def create_local_resources(
             TableName=names.table,
             PointInTimeRecoverySpecification={"PointInTimeRecoveryEnabled": True},
         )
+    ttl = table_properties.get("TimeToLiveSpecification", {})
+    if _as_bool(ttl.get("Enabled", False)):
+        # CreateTable takes no TTL; CloudFormation makes this second call for us on AWS.
+        dynamodb_client.update_time_to_live(
+            TableName=names.table,
+            TimeToLiveSpecification={"Enabled": True, "AttributeName": ttl["AttributeName"]},
+        )
     resolver.refs[TABLE_ID] = names.table
 
     resolver.refs[BUCKET_ID] = names.bucket

@@ -94,7 +94,7 @@ def test_rejected_replacement_drops_category_and_scores(table: tuple[Any, str]) 
         height=None,
     )
     assert write_item(dynamodb, name, rejected)
-    raw = dynamodb.get_item(TableName=name, Key={"bucket": {"S": BUCKET}, "key": {"S": KEY}})
+    raw = dynamodb.get_item(TableName=name, Key={"object_id": {"S": f"{BUCKET}/{KEY}"}})
     assert raw["Item"]["status"] == {"S": "REJECTED"}
     assert raw["Item"]["reason"] == {"S": "corrupt"}
     assert not {"category", "confidence", "top3", "width", "height"} & set(raw["Item"])

@@ -427,7 +427,7 @@ def test_tied_event_times_without_sequencer_delete_wins_when_gone(stack: Stack) 
 def _raise_for(key: str, operation: str, code: str, status: int) -> Any:
     def hook(params: dict[str, Any], **_: Any) -> None:
         target = params["Key"]
-        target = target["key"]["S"] if isinstance(target, dict) else target
+        target = target["object_id"]["S"].split("/", 1)[1] if isinstance(target, dict) else target
         if target == key:
             raise ClientError(
                 {

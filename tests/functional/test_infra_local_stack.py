@@ -178,6 +178,11 @@ def test_table_matches_the_template(stack: Stack) -> None:
     pitr = backups["ContinuousBackupsDescription"]["PointInTimeRecoveryDescription"]
     assert expected["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"] is True
     assert pitr["PointInTimeRecoveryStatus"] == "ENABLED"
+    ttl = stack.dynamodb.describe_time_to_live(TableName=stack.resources.table_name)
+    assert ttl["TimeToLiveDescription"] == {
+        "TimeToLiveStatus": "ENABLED",
+        "AttributeName": expected["TimeToLiveSpecification"]["AttributeName"],
+    }
 
 
 def test_queue_matches_the_template(stack: Stack) -> None:
