@@ -50,7 +50,7 @@ sample-model: $(BIN)/.installed
 
 ## demo: the main job on the embedded default — sample photos through the local moto stack.
 demo: sample-model
-	$(BIN)/python -m handler.local
+	$(BIN)/python -m local_stack
 
 ## bench: the side-by-side benchmarks (tens of minutes on a laptop; not part of the tests).
 ## BENCH_SCALE=1 runs the training benchmark at the reference's full dataset size (GPU box).

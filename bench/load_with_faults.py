@@ -226,7 +226,7 @@ def _worker_main(
     import boto3
 
     from handler.app import lambda_handler
-    from handler.local import LocalContext, drain_queue, queue_depth
+    from local_stack.stack import LocalContext, drain_queue, queue_depth
 
     # The harness's own queue client (sending duplicates, polling) has no faults: it stands for
     # SQS and the Lambda poller, not for the worker's calls.
@@ -277,8 +277,8 @@ def run_load(config: LoadConfig, model_uri: str, *, log=print) -> LoadReport:
     """Run the whole scenario on a fresh moto server and check the end state."""
     import boto3
 
-    from handler.local import moto_server, point_boto3_at
-    from infra.local_stack_resources import create_local_resources
+    from local_stack.resources import create_local_resources
+    from local_stack.stack import moto_server, point_boto3_at
 
     chooser = random.Random(config.seed)
     photos = make_photos(config.images, hostile_rate=config.hostile_rate, seed=config.seed)
@@ -560,7 +560,7 @@ def _keys_of(body: str) -> list[str]:
 
 
 def _queue_depth(sqs, queue_url: str) -> int:
-    from handler.local import queue_depth
+    from local_stack.stack import queue_depth
 
     return queue_depth(sqs, queue_url)
 

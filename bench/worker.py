@@ -244,7 +244,7 @@ def _child_stack(variant: str, queue_url: str) -> dict[str, Any]:
     import boto3
 
     from handler import app
-    from handler.local import LocalContext, drain_queue
+    from local_stack.stack import LocalContext, drain_queue
 
     if variant == "tensorflow":
         # Same worker, Keras classifier instead of LiteRT (the container has TensorFlow here).
@@ -347,8 +347,8 @@ def measure_latency(folder: Path, repeats: int) -> dict[str, dict[str, Any]]:
 def measure_stack(folder: Path, uploads: int) -> dict[str, dict[str, Any]]:
     import boto3
 
-    from handler.local import moto_server
-    from infra.local_stack_resources import LocalNames, create_local_resources
+    from local_stack.resources import LocalNames, create_local_resources
+    from local_stack.stack import moto_server
 
     photos = [
         phone_jpeg(STACK_PHOTO_SIZE, seed=100 + i, label_index=i)

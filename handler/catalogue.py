@@ -8,7 +8,7 @@ Every item stores ``event_order`` (see :func:`contracts.catalogue.event_order`).
   different model version or from different bytes. So a duplicate delivery is a no-op, an older
   event arriving late is a no-op, and re-cataloguing the same event with another model version
   (a rollout or a rollback: the deployed model is the truth) updates the item.
-* **Backfill** (``ObjectCreated:Backfill``, from ``handler.backfill``) has no S3 sequencer. It
+* **Backfill** (``ObjectCreated:Backfill``, from ``operations.backfill``) has no S3 sequencer. It
   writes when there is no item, or the stored item describes the same bytes (same ETag) from
   another model version; it keeps the stored ``event_order`` and ``sequencer``, so later real
   events still compare against the real sequencer.

@@ -6,7 +6,7 @@ notification is configured) yields no records. Keys arrive URL-encoded the way S
 :func:`urllib.parse.unquote_plus`.
 
 Besides the S3 event names, the worker accepts ``ObjectCreated:Backfill``: the records
-``python -m handler.backfill`` enqueues to re-catalogue objects that already exist.
+``python -m operations.backfill`` enqueues to re-catalogue objects that already exist.
 """
 
 from __future__ import annotations

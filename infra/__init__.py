@@ -1,1 +1,1 @@
-"""Deployment: the SAM template's companions (Dockerfile, local stack built from template.yaml)."""
+"""Deployment: the SAM template's companions (the worker image's Dockerfile)."""

@@ -1,4 +1,4 @@
-"""`python -m handler.local` end to end: a moto server on 127.0.0.1, the template's resources,
+"""`python -m local_stack` end to end: a moto server on 127.0.0.1, the template's resources,
 uploads announced by S3 on SQS, the real handler, the catalogue printed."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from handler.local import write_sample_images
+from local_stack.stack import write_sample_images
 from model_build.sample_data import LABELS
 from tests.conftest import REPOSITORY_ROOT
 from tests.support.tiny_artifact import publish_tiny_artifact
@@ -23,7 +23,7 @@ def run_local(*arguments: str, cwd: Path = REPOSITORY_ROOT) -> subprocess.Comple
     environment = {**os.environ, "PYTHONPATH": str(REPOSITORY_ROOT)}
     environment.pop("AWS_ENDPOINT_URL", None)
     return subprocess.run(
-        [sys.executable, "-m", "handler.local", *arguments],
+        [sys.executable, "-m", "local_stack", *arguments],
         cwd=cwd,
         env=environment,
         capture_output=True,

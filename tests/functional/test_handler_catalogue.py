@@ -11,7 +11,7 @@ from moto import mock_aws
 
 from contracts.catalogue import CatalogueItem, LabelScore, Status, event_order, utc_now
 from handler.catalogue import read_item, remove_item, write_item
-from infra.local_stack_resources import create_local_resources
+from local_stack.resources import create_local_resources
 
 pytestmark = pytest.mark.functional
 BUCKET = "momee-uploads-local"

@@ -19,12 +19,12 @@ from PIL import Image
 
 from contracts.catalogue import CatalogueItem, Status
 from handler import app
-from handler.backfill import backfill
 from handler.catalogue import read_item, scan_items
-from handler.local import LocalContext, drain_queue, queue_depth
 from handler.settings import ConfigurationError
-from infra.local_stack_resources import LocalResources, create_local_resources
+from local_stack.resources import LocalResources, create_local_resources
+from local_stack.stack import LocalContext, drain_queue, queue_depth
 from model_build.sample_data import LABELS, draw_sample_image
+from operations.backfill import backfill
 from tests.conftest import load_event
 from tests.support.tiny_artifact import publish_tiny_artifact
 

@@ -17,7 +17,7 @@ import pytest
 from moto import mock_aws
 from moto.server import ThreadedMotoServer
 
-from infra.local_stack_resources import (
+from local_stack.resources import (
     BUCKET_ID,
     DEAD_LETTER_QUEUE_ID,
     QUEUE_ID,

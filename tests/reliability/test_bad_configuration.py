@@ -17,9 +17,9 @@ from moto import mock_aws
 
 from handler import app
 from handler.catalogue import scan_items
-from handler.local import LocalContext, drain_queue, queue_depth
 from handler.settings import ConfigurationError
-from infra.local_stack_resources import create_local_resources
+from local_stack.resources import create_local_resources
+from local_stack.stack import LocalContext, drain_queue, queue_depth
 from model_build.sample_data import draw_sample_image
 from tests.support.tiny_artifact import publish_tiny_artifact
 

@@ -119,7 +119,7 @@ def test_killing_a_folder_publish_at_each_step(run_dir, tmp_path):
 
 
 def test_killing_an_s3_publish_at_each_step(run_dir, tmp_path):
-    from handler.local import moto_server
+    from local_stack.stack import moto_server
 
     with moto_server() as endpoint_url:
         s3 = boto3.client("s3", endpoint_url=endpoint_url, region_name="eu-west-1")

@@ -21,7 +21,7 @@ from contracts.catalogue import (
     ReviewOutcome,
     Status,
 )
-from infra.local_stack_resources import TABLE_ID, read_template, resource_properties
+from local_stack.resources import TABLE_ID, read_template, resource_properties
 
 
 def _item(**changes: Any) -> CatalogueItem:

@@ -6,8 +6,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from handler.backfill import backfill_message
 from handler.events import BACKFILL_EVENT_NAME, records_from_sqs_body
+from operations.backfill import backfill_message
 
 
 @pytest.mark.parametrize(

@@ -25,7 +25,7 @@ def test_handler_requirements_have_no_tensorflow() -> None:
 def test_importing_the_handler_does_not_import_tensorflow() -> None:
     script = (
         "import sys\n"
-        "import handler.app, handler.local, handler.backfill\n"
+        "import handler.app, local_stack.stack, operations.backfill\n"
         "loaded = sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras'))\n"
         "print(','.join(loaded))\n"
     )

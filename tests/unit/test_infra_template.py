@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from contracts.artifact import VERSION_PATTERN
-from infra.local_stack_resources import (
+from local_stack.resources import (
     QUEUE_ATTRIBUTE_PROPERTIES,
     TEMPLATE_PATH,
     _Resolver,
@@ -420,8 +420,8 @@ def test_role_grants_exactly_what_the_worker_uses() -> None:
     }
 
 
-# boto3 client methods -> the IAM action each needs. The worker's modules only: handler.local and
-# handler.backfill run on a developer's machine or with an operator's credentials, not in Lambda.
+# boto3 client methods -> the IAM action each needs. The worker's modules only: local_stack and
+# operations.backfill run on a developer's machine or with an operator's credentials, not Lambda.
 BOTO3_CALLS = {
     "dynamodb": {
         "batch_get_item": "BatchGetItem",

@@ -1,7 +1,7 @@
 """Re-enqueue existing uploads so the worker catalogues them again — how a new model reaches
 every photo at Lambda's scale (SQS buffers, Lambda fans out up to its maximum concurrency).
 
-    python -m handler.backfill --bucket B [--prefix uploads/] --queue-url URL
+    python -m operations.backfill --bucket B [--prefix uploads/] --queue-url URL
         [--stale-only --table T --model-version V]
 
 Each object becomes one SQS message shaped like an S3 notification with one record, event name
@@ -148,7 +148,7 @@ def backfill(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m handler.backfill", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m operations.backfill", description=__doc__)
     parser.add_argument("--bucket", required=True)
     parser.add_argument("--prefix", default="uploads/")
     parser.add_argument("--queue-url", required=True)

@@ -1,10 +1,10 @@
 """The local stack: the real handler on a moto server, end to end, on one machine.
 
-    python -m handler.local [--images DIR] [--model DEST_OR_VERSION] [--json]
+    python -m local_stack [--images DIR] [--model DEST_OR_VERSION] [--json]
 
 1. Starts a moto server on 127.0.0.1 (a real HTTP endpoint; boto3 talks to it through
    ``AWS_ENDPOINT_URL``) and creates the bucket, queue, DLQ, table and bucket notification from
-   ``template.yaml`` (:func:`infra.local_stack_resources.create_local_resources`).
+   ``template.yaml`` (:func:`local_stack.resources.create_local_resources`).
 2. Uploads every file under DIR to ``uploads/<relative path>``; S3 announces each on the queue.
    Without ``--images``, sample photos are drawn (two per label, some with awkward key names)
    together with a few hostile files (HTML named .jpg, a truncated JPEG, an empty file).
@@ -329,7 +329,7 @@ def run_local_stack(
     """Upload ``images`` through a fresh local stack and drain it; returns the catalogue, the
     drain statistics, the number of uploads and the DLQ's depth."""
     from handler import app
-    from infra.local_stack_resources import create_local_resources
+    from local_stack.resources import create_local_resources
 
     with moto_server() as endpoint:
         point_boto3_at(endpoint)
@@ -380,7 +380,7 @@ def format_table(items: list[CatalogueItem]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m handler.local", description="The local stack: the handler on moto."
+        prog="python -m local_stack", description="The local stack: the handler on moto."
     )
     parser.add_argument("--images", type=Path, help="folder of photos (default: generated samples)")
     parser.add_argument("--model", help="publish destination, version folder, version or s3://")

@@ -1,6 +1,6 @@
 """Create the template's bucket, queue, DLQ, table and bucket notification on moto.
 
-The local stack (``python -m handler.local``) and the tests call ``create_local_resources`` so that
+The local stack (``python -m local_stack``) and the tests call ``create_local_resources`` so that
 what runs locally is what ``sam deploy`` creates: every property comes from ``template.yaml``'s
 own resource definitions, translated from CloudFormation's shape to the API calls' shape, with the
 template's intrinsic functions (``!Ref``, ``!GetAtt``, ``!Sub``) resolved to the local names.
