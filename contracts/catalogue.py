@@ -19,8 +19,18 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, Final
 
-# S3 sequencers are hexadecimal strings of varying length; AWS says to compare them for one key
-# after left-padding the shorter with zeros. 32 digits is well above the 16-20 S3 emits today.
+# S3 sequencers are hexadecimal strings of varying length. The Amazon S3 User Guide ("Event message
+# structure", https://docs.aws.amazon.com/AmazonS3/latest/userguide/notification-content-structure.html)
+# says: "The sequencers can be of different lengths. So, to compare these values, first right pad
+# the shorter value with zeros, and then do a lexicographical comparison." (It said "left pad"
+# until mid-2021; the two rules disagree, see tests/unit/test_handler_events.py.) Right-padding
+# every sequencer to one fixed width gives strings that compare exactly that way. 32 digits is
+# well above the 16-20 S3 emits today.
+#
+# Migration note: orders stored before this change were left-padded. Schema version 2 (keyed by
+# object_id) is written into a new table, so a v2 table never holds them; a table copied from an
+# older deployment must have every ``event_order`` recomputed from its stored ``sequencer`` with
+# this function, or the first event of each key after the upgrade wins regardless of its age.
 SEQUENCER_WIDTH: Final[int] = 32
 # Event orders from a sequencer sort after every order from an event time (moto omits the
 # sequencer; real S3 always sends one, so the two kinds never meet for one key in one account).
@@ -74,7 +84,7 @@ class ReviewOutcome(enum.StrEnum):
 def event_order(sequencer: str | None, event_time: str | None) -> str:
     """One string that sorts S3 events for the same key in the order they happened.
 
-    ``"1:" + sequencer`` (upper-case, left-padded with zeros to :data:`SEQUENCER_WIDTH`) when the
+    ``"1:" + sequencer`` (upper-case, right-padded with zeros to :data:`SEQUENCER_WIDTH`) when the
     event has a sequencer, else ``"0:" + event time`` in UTC with microseconds, fixed width.
     """
     if sequencer:
@@ -83,7 +93,7 @@ def event_order(sequencer: str | None, event_time: str | None) -> str:
             raise ValueError(f"an S3 sequencer is hexadecimal, not {sequencer!r}")
         if len(digits) > SEQUENCER_WIDTH:
             raise ValueError(f"sequencer {sequencer!r} is longer than {SEQUENCER_WIDTH} digits")
-        return _SEQUENCER_ORDER_PREFIX + digits.rjust(SEQUENCER_WIDTH, "0")
+        return _SEQUENCER_ORDER_PREFIX + digits.ljust(SEQUENCER_WIDTH, "0")
     if not event_time:
         raise ValueError("an S3 event needs a sequencer or an event time to be ordered")
     return _TIME_ORDER_PREFIX + normalise_time(event_time)

@@ -32,7 +32,13 @@ from aws_lambda_powertools.utilities.batch import (
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
 from handler.cold_start import build_worker
-from handler.events import S3Record, is_sqs_event, records_from_s3_event, records_from_sqs_body
+from handler.events import (
+    MalformedEvent,
+    S3Record,
+    is_sqs_event,
+    records_from_s3_event,
+    records_from_sqs_body,
+)
 from handler.settings import ConfigurationError, load_settings
 from handler.worker import RecordResult, Worker
 
@@ -114,10 +120,11 @@ def _handle_sqs(
     for message in event["Records"]:
         try:
             parsed = records_from_sqs_body(message["body"])
-        except ValueError as error:
-            errors[message["messageId"]] = error
+        except Exception as error:  # anything wrong inside one message fails that message only
+            problem = error if isinstance(error, MalformedEvent) else MalformedEvent(repr(error))
+            errors[message["messageId"]] = problem
             logger.error(
-                "message is not an S3 event", message_id=message["messageId"], error=str(error)
+                "message is not an S3 event", message_id=message["messageId"], error=str(problem)
             )
             continue
         records.extend(parsed)

@@ -24,7 +24,11 @@ TEST_EVENT_NAME: Final[str] = "s3:TestEvent"
 
 class MalformedEvent(ValueError):
     """A message that is not an S3 event notification. It can never succeed; the queue's
-    redrive policy moves it to the dead-letter queue, so it is kept, not dropped."""
+    redrive policy moves it to the dead-letter queue, so it is kept, not dropped.
+
+    Whatever is wrong inside a message (a field of the wrong type, a number too large for an
+    integer, JSON nested deeper than the parser's recursion limit) ends as this one error, so it
+    fails that message only and never the batch around it."""
 
 
 @dataclass(frozen=True)
@@ -67,8 +71,10 @@ def records_from_sqs_body(body: str) -> list[S3Record]:
     """The S3 records carried by one SQS message body."""
     try:
         payload = json.loads(body)
-    except (TypeError, json.JSONDecodeError) as error:
-        raise MalformedEvent(f"the message body is not JSON ({error})") from error
+    except (TypeError, ValueError, RecursionError) as error:  # JSONDecodeError is a ValueError
+        raise MalformedEvent(
+            f"the message body is not JSON we can read ({type(error).__name__})"
+        ) from error
     return records_from_s3_event(payload)
 
 
@@ -90,16 +96,43 @@ def _record(raw: Any) -> S3Record:
         obj = s3["object"]
         event_name = raw["eventName"]
         record = S3Record(
-            bucket=s3["bucket"]["name"],
-            key=unquote_plus(obj["key"]),
-            event_name=event_name,
-            event_time=raw.get("eventTime"),
-            sequencer=obj.get("sequencer"),
-            size=int(obj["size"]) if obj.get("size") is not None else None,
-            etag=obj.get("eTag") or None,
-            version_id=obj.get("versionId") or None,
+            bucket=_text(s3["bucket"]["name"], "bucket name"),
+            key=unquote_plus(_text(obj["key"], "key")),
+            event_name=_text(event_name, "eventName"),
+            event_time=_optional_text(raw.get("eventTime"), "eventTime"),
+            sequencer=_optional_text(obj.get("sequencer"), "sequencer"),
+            size=_size(obj.get("size")),
+            etag=_optional_text(obj.get("eTag"), "eTag") or None,
+            version_id=_optional_text(obj.get("versionId"), "versionId") or None,
         )
         record.order  # noqa: B018 - refuse records that cannot be ordered now, not at write time
-    except (KeyError, TypeError, ValueError) as error:
+    except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as error:
         raise MalformedEvent(f"an S3 record lacks or garbles a field ({error!r})") from error
     return record
+
+
+def _text(value: Any, name: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise TypeError(f"{name} is not a non-empty string: {value!r}")
+    return value
+
+
+def _optional_text(value: Any, name: str) -> str | None:
+    if value is not None and not isinstance(value, str):
+        raise TypeError(f"{name} is not a string: {value!r}")
+    return value
+
+
+def _size(value: Any) -> int | None:
+    """The object's size in bytes: a non-negative whole number (S3 sends a JSON number)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise TypeError(f"size is not a number: {value!r}")
+    number = float(value) if not isinstance(value, int) else value
+    if isinstance(number, float) and (not number.is_integer()):  # also nan and inf
+        raise ValueError(f"size is not a whole number: {value!r}")
+    size = int(number)
+    if size < 0:
+        raise ValueError(f"size is negative: {value!r}")
+    return size

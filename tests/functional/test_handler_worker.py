@@ -643,3 +643,39 @@ def test_bad_settings_fail_cold_start_clearly(
     monkeypatch.setenv("MAX_IMAGE_BYTES", str(20 * 1024 * 1024))
     monkeypatch.setenv("MODEL_URI", str(stack.model_dir))
     assert invoke(load_event("sqs_s3_test_event.json")) == {"batchItemFailures": []}
+
+
+# ------------------------------------------------------------------ issue 9: hostile messages ---
+
+
+def test_malformed_messages_fail_alone_whatever_breaks_in_them(stack: Stack) -> None:
+    # GIVEN a batch mixing good messages with messages that break the parser in different ways
+    good_keys = ["uploads/good-0.jpg", "uploads/good-1.jpg"]
+    bodies = [
+        {"Records": [s3_record(stack.bucket, key, sequencer=f"0{i}", etag=stack.put(key, jpeg()))]}
+        for i, key in enumerate(good_keys)
+    ]
+    stack.purge()
+    event = message_event(*bodies)
+    template = event["Records"][0]
+    numeric_sequencer = s3_record(stack.bucket, "uploads/n.jpg", sequencer="01", etag=None)
+    numeric_sequencer["s3"]["object"]["sequencer"] = 1234  # a number, not a hex string
+    infinite_size = json.dumps(
+        {"Records": [s3_record(stack.bucket, "uploads/i.jpg", sequencer="01", etag=None)]}
+    )
+    infinite_size = infinite_size.replace('"sequencer": "01"', '"sequencer": "01", "size": 1e999')
+    hostile = {
+        "numeric-sequencer": json.dumps({"Records": [numeric_sequencer]}),
+        "infinite-size": infinite_size,  # json.loads gives float("inf"); int() of it overflows
+        "deeply-nested": "[" * 100_000 + "]" * 100_000,  # json.loads raises RecursionError
+        "records-not-objects": json.dumps({"Records": ["x", 1]}),
+    }
+    event["Records"][1:1] = [
+        dict(template, messageId=message_id, body=body) for message_id, body in hostile.items()
+    ]
+    # WHEN the handler gets it
+    response = invoke(event)
+    # THEN only the malformed messages fail (SQS retries them, then the DLQ keeps them) ...
+    assert sorted(failed_ids(response)) == sorted(hostile)
+    # ... and the good ones are catalogued
+    assert set(stack.items()) == set(good_keys)

@@ -90,11 +90,20 @@ def test_record_without_sequencer_or_time_is_malformed() -> None:
         records_from_s3_event(event)
 
 
-def test_sequencers_compare_after_left_padding() -> None:
-    # A shorter sequencer is not automatically older: "FF" < "0100" only after padding.
-    assert event_order("FF", None) < event_order("0100", None)
+def test_sequencers_compare_after_right_padding_as_the_s3_user_guide_says() -> None:
+    # "The sequencers can be of different lengths. So, to compare these values, first right pad
+    # the shorter value with zeros, and then do a lexicographical comparison." (Amazon S3 User
+    # Guide, Event message structure). Until mid-2021 the guide said "left pad"; the two rules
+    # disagree on these two sequencers of one key, as S3 emits them (18 and 20 hex digits):
+    shorter, longer = "0055AED6DCE5B0C2A7", "0055AED6DCD90281E5A1"
+    assert shorter.ljust(len(longer), "0") > longer  # right-padded: the shorter one is later
+    assert shorter.rjust(len(longer), "0") < longer  # left-padded it would look earlier
+    assert event_order(shorter, None) > event_order(longer, None)
+    # Equal-length sequencers compare as they are; case does not matter.
     assert event_order("0055aed6dcd90281e5", None) == event_order("0055AED6DCD90281E5", None)
     assert event_order("0055AED6DCD90281E5", None) < event_order("0055AED6DD3A27B1C9", None)
+    # Right-padding: "FF" (= "FF00") is later than "0100".
+    assert event_order("FF", None) > event_order("0100", None)
 
 
 def test_event_time_order_when_sequencer_is_absent() -> None:
