@@ -72,24 +72,34 @@ def classification_report(
         2 * precision * recall, denominator, out=np.zeros_like(denominator), where=denominator > 0
     )
     total = int(support.sum())
+    present = support > 0
     per_label = {
         label: {
             "precision": float(precision[i]),
             "recall": float(recall[i]),
             "f1-score": float(f1[i]),
             "support": int(support[i]),
+            "present": bool(present[i]),
         }
         for i, label in enumerate(labels)
     }
     weights = support / total if total else np.zeros_like(precision)
+
+    def present_mean(values: np.ndarray) -> float:
+        # A label with no evaluated images has no recall or F1 to speak of: averaging it in as 0
+        # understated macro F1 (0.628 instead of 0.730 with 6 such labels of 43).
+        return float(values[present].mean()) if present.any() else 0.0
+
     return {
         "labels": per_label,
+        "labels_absent": [label for i, label in enumerate(labels) if not present[i]],
         "accuracy": float(true_positive.sum() / total) if total else 0.0,
         "macro avg": {
-            "precision": float(precision.mean()),
-            "recall": float(recall.mean()),
-            "f1-score": float(f1.mean()),
+            "precision": present_mean(precision),
+            "recall": present_mean(recall),
+            "f1-score": present_mean(f1),
             "support": total,
+            "labels": int(present.sum()),
         },
         "weighted avg": {
             "precision": float((precision * weights).sum()),
@@ -113,7 +123,12 @@ def format_report(report: dict[str, Any], digits: int = 2) -> str:
             f"{values['f1-score']:>9.{digits}f} {values['support']:>9}"
         )
 
-    lines.extend(row(name, report["labels"][name]) for name in names)
+    for name in names:
+        values = report["labels"][name]
+        if values.get("present", True):
+            lines.append(row(name, values))
+        else:
+            lines.append(f"{name:>{width}} {'no images evaluated (not in the averages)':>39}")
     lines.append("")
     total = report["macro avg"]["support"]
     lines.append(
@@ -121,6 +136,12 @@ def format_report(report: dict[str, Any], digits: int = 2) -> str:
     )
     lines.append(row("macro avg", report["macro avg"]))
     lines.append(row("weighted avg", report["weighted avg"]))
+    absent = report.get("labels_absent") or []
+    if absent:
+        lines.append(
+            f"\nmacro avg is over the {len(names) - len(absent)} labels with images; "
+            f"{len(absent)} absent: {', '.join(absent)}"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -370,8 +391,13 @@ def evaluate_predictions(
     history: dict[str, list[float]] | None = None,
     target_precision: float = DEFAULT_TARGET_PRECISION,
     context: dict[str, Any] | None = None,
+    calibration: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Compute every number, draw every figure into ``out_dir/report/``, write metrics.json."""
+    """Compute every number, draw every figure into ``out_dir/report/``, write metrics.json.
+
+    ``calibration``: fitted elsewhere and measured on these predictions
+    (:func:`model_build.thresholds.fit_and_measure`); ``None`` fits it on these predictions.
+    """
     probabilities = np.asarray(probabilities, dtype=np.float64)
     y_true = np.asarray(y_true, dtype=np.int64)
     if probabilities.shape != (len(y_true), len(labels)):
@@ -387,7 +413,8 @@ def evaluate_predictions(
     report = classification_report(y_true, y_pred, labels)
     matrix = confusion_matrix(y_true, y_pred, len(labels))
     pairs = most_confused_pairs(matrix, labels)
-    calibration = calibrate(probabilities, y_true, target_precision=target_precision)
+    if calibration is None:
+        calibration = calibrate(probabilities, y_true, target_precision=target_precision)
     history = history or {}
     text = format_report(report)
     (report_dir / REPORT_TEXT_FILE).write_text(text)
@@ -421,6 +448,7 @@ def evaluate_predictions(
         "accuracy": report["accuracy"],
         "top3_accuracy": top_k_accuracy(probabilities, y_true, 3),
         "macro_avg": report["macro avg"],
+        "labels_absent": report["labels_absent"],
         "weighted_avg": report["weighted avg"],
         "per_label": report["labels"],
         "most_confused": pairs,
@@ -447,8 +475,11 @@ def _inline_png(path: Path) -> str:
 def write_html_report(metrics: dict[str, Any], report_text: str, report_dir: Path) -> Path:
     """One self-contained page: numbers, tables and every figure inlined."""
     calibration = metrics["calibration"]
+    evaluation = metrics.get("evaluation") or {}
+    split = evaluation.get("split", "val")
     summary_rows = [
-        ("val images", metrics["images"]),
+        ("evaluated on", _evaluated_on(evaluation)),
+        (f"{split} images", metrics["images"]),
         ("accuracy", f"{metrics['accuracy']:.4f}"),
         ("top-3 accuracy", f"{metrics['top3_accuracy']:.4f}"),
         ("macro F1", f"{metrics['macro_avg']['f1-score']:.4f}"),
@@ -458,9 +489,31 @@ def write_html_report(metrics: dict[str, Any], report_text: str, report_dir: Pat
         ("target precision", f"{calibration['target_precision']:.2f}"),
         ("review threshold (calibrated confidence)", f"{calibration['review_threshold']:.4f}"),
         ("precision at threshold", _maybe(calibration["precision_at_threshold"])),
-        ("coverage (auto-catalogued share of val)", f"{calibration['coverage']:.4f}"),
+        (f"coverage (auto-catalogued share of {split})", f"{calibration['coverage']:.4f}"),
         ("target reached", calibration["target_reached"]),
     ]
+    if "method" in calibration:
+        summary_rows[-2:-2] = [
+            (
+                "threshold method",
+                f"{calibration['method']}: lowest threshold whose {calibration['confidence']:.0%}"
+                " lower confidence bound on precision (fitted on val) reaches the target",
+            ),
+            ("precision lower bound on val", _maybe(calibration.get("precision_lower_bound"))),
+            ("images needed above the threshold (all right)", calibration["minimum_images"]),
+        ]
+        point = calibration.get("point_estimate") or {}
+        if point:
+            summary_rows.append(
+                (
+                    "old rule (point estimate on val) for comparison",
+                    f"threshold {point['review_threshold']:.4f}: {split} precision "
+                    f"{_maybe(point['precision'])}, coverage {point['coverage']:.4f}",
+                )
+            )
+    for key, value in (metrics.get("val") or {}).items():
+        if key != "images":
+            summary_rows.append((f"val {key.replace('_', ' ')} (fit set)", f"{value:.4f}"))
     for key in ("model", "weights", "best_val_accuracy", "run_dir"):
         if key in metrics:
             summary_rows.append((key.replace("_", " "), metrics[key]))
@@ -505,7 +558,7 @@ pre {{ background: #f6f6f6; padding: 1em; overflow-x: auto; }}
 figure {{ margin: 2em 0; }} img {{ max-width: 100%; }}
 figcaption {{ color: #555; font-size: 0.9em; }}
 </style></head><body>
-<h1>Model evaluation (val set)</h1>
+<h1>Model evaluation ({html.escape(split)} set)</h1>
 <p>Images below the review threshold are marked NEEDS_REVIEW by the worker; the rest are
 catalogued automatically. Calibrated confidence = max softmax(log(p) / T).</p>
 <h2>Summary</h2>
@@ -522,6 +575,15 @@ catalogued automatically. Calibrated confidence = max softmax(log(p) / T).</p>
     path = report_dir / "index.html"
     path.write_text(page)
     return path
+
+
+def _evaluated_on(evaluation: dict[str, Any]) -> str:
+    split = evaluation.get("split", "val")
+    if split == "val":
+        return "val: the data the checkpoint, temperature and threshold were fitted on (optimistic)"
+    what = "test/" if split == "test" else "the held-out part of val (never trained nor fitted on)"
+    sha = evaluation.get("data_sha256", "")
+    return f"{what}; content sha256 {sha[:16]}…" if sha else what
 
 
 def _maybe(value: float | None) -> str:
@@ -566,21 +628,10 @@ def load_split_images(
     ``limit`` keeps a fixed random subset of that many files (chosen before decoding, so asking
     for 200 of 16,800 training images decodes and holds only 200).
     """
-    from model_build.dataset import discover
     from model_build.prepare import prepare_split
 
     config = _read_json(run_dir / "config.json")
-    labels = _read_json(run_dir / "labels.json")
-    dataset = discover(
-        resolve_data_dir(run_dir, data_dir),
-        val_fraction=float(config.get("val_fraction") or 0.2),
-        seed=int(config.get("seed") or 0),
-    )
-    if labels and list(dataset.labels) != list(labels):
-        raise ValueError(
-            f"the dataset's labels {list(dataset.labels)} differ from the run's "
-            f"labels.json {labels}"
-        )
+    dataset = run_dataset(run_dir, data_dir)
     samples = dataset.splits.get(split, ())
     if limit is not None and len(samples) > limit:
         keep = np.random.default_rng(0).choice(len(samples), size=limit, replace=False)
@@ -589,6 +640,28 @@ def load_split_images(
     cache_dir = config.get("cache_dir")
     prepared = prepare_split(dataset, split, cache_dir=Path(cache_dir) if cache_dir else None)
     return prepared.pixels, prepared.label_indices
+
+
+def run_dataset(run_dir: Path, data_dir: Path | None = None):
+    """The run's dataset with the splits training used (val, and the held-out part of it)."""
+    from model_build.dataset import discover
+    from model_build.holdout import with_holdout
+
+    config = _read_json(run_dir / "config.json")
+    labels = _read_json(run_dir / "labels.json")
+    seed = int(config.get("seed") or 0)
+    dataset = discover(
+        resolve_data_dir(run_dir, data_dir),
+        val_fraction=float(config.get("val_fraction") or 0.2),
+        seed=seed,
+    )
+    if labels and list(dataset.labels) != list(labels):
+        raise ValueError(
+            f"the dataset's labels {list(dataset.labels)} differ from the run's "
+            f"labels.json {labels}"
+        )
+    # Runs from before held-out evaluation have no holdout_fraction: their val was all trained on.
+    return with_holdout(dataset, float(config.get("holdout_fraction") or 0.0), seed)
 
 
 def _read_json(path: Path) -> Any:
@@ -602,8 +675,13 @@ def evaluate_run(
     *,
     data_dir: Path | None = None,
     target_precision: float = DEFAULT_TARGET_PRECISION,
+    threshold_confidence: float | None = None,
 ) -> dict[str, Any]:
-    """Evaluate ``run_dir/model.keras`` on the run's val split; return (and write) the metrics."""
+    """Evaluate ``run_dir/model.keras``; return (and write) the metrics.
+
+    Temperature and review threshold are fitted on val; every reported number is measured on the
+    evaluation split (``test/``, else the held-out part of val; see :mod:`model_build.holdout`).
+    """
     run_dir = Path(run_dir)
     labels = _read_json(run_dir / "labels.json")
     if not labels:
@@ -614,11 +692,40 @@ def evaluate_run(
     import keras
 
     from model_build.export import keras_predict
+    from model_build.holdout import evaluation_split, split_content_hash
+    from model_build.thresholds import DEFAULT_CONFIDENCE, fit_and_measure
 
     model = keras.models.load_model(run_dir / "model.keras", compile=False)
-    images, y_true = load_split_images(run_dir, "val", data_dir=data_dir)
-    probabilities = keras_predict(model, images)
+    dataset = run_dataset(run_dir, data_dir)
+    split = evaluation_split(dataset)
+    fit_images, y_fit = load_split_images(run_dir, "val", data_dir=data_dir)
+    fit_probabilities = keras_predict(model, fit_images)
+    if split == "val":
+        print("evaluate: no test/ and nothing held out: numbers are on the data they were fit on")
+        images, y_true, probabilities = fit_images, y_fit, fit_probabilities
+    else:
+        images, y_true = load_split_images(run_dir, split, data_dir=data_dir)
+        probabilities = keras_predict(model, images)
+    calibration = fit_and_measure(
+        fit_probabilities,
+        y_fit,
+        probabilities,
+        y_true,
+        target_precision=target_precision,
+        confidence=threshold_confidence or DEFAULT_CONFIDENCE,
+        evaluated_on=split,
+    )
     config = _read_json(run_dir / "config.json")
+    fit_report = classification_report(y_fit, fit_probabilities.argmax(1), labels)
+    evaluation = {
+        "split": split,
+        "images": len(y_true),
+        "data_sha256": split_content_hash(dataset, split),
+        "fit_split": "val",
+        "fit_images": len(y_fit),
+        "fit_data_sha256": split_content_hash(dataset, "val"),
+        "held_out": split != "val",
+    }
     metrics = evaluate_predictions(
         probabilities,
         y_true,
@@ -627,7 +734,18 @@ def evaluate_run(
         images=images,
         history=read_history(run_dir / "history.csv"),
         target_precision=target_precision,
-        context={"model": config.get("model"), "weights": config.get("weights")},
+        calibration=calibration,
+        context={
+            "model": config.get("model"),
+            "weights": config.get("weights"),
+            "evaluation": evaluation,
+            "val": {
+                "images": len(y_fit),
+                "accuracy": fit_report["accuracy"],
+                "top3_accuracy": top_k_accuracy(fit_probabilities, y_fit, 3),
+                "macro_f1": fit_report["macro avg"]["f1-score"],
+            },
+        },
     )
     calibration = metrics["calibration"]
     print(format_report(classification_report(y_true, probabilities.argmax(1), labels)), end="")
@@ -635,7 +753,9 @@ def evaluate_run(
         f"evaluate: accuracy {metrics['accuracy']:.4f}, top-3 {metrics['top3_accuracy']:.4f}, "
         f"T {calibration['temperature']:.3f}, ECE {calibration['ece_before']:.4f} → "
         f"{calibration['ece_after']:.4f}, review threshold {calibration['review_threshold']:.4f} "
-        f"(coverage {calibration['coverage']:.1%} at precision ≥ {target_precision}); "
+        f"(held-out coverage {calibration['coverage']:.1%}, precision "
+        f"{_maybe(calibration['precision_at_threshold'])}, target {target_precision} at "
+        f"{calibration.get('confidence', 0):.0%} confidence) on {len(y_true)} {split} images; "
         f"report: {run_dir / REPORT_DIR / 'index.html'}"
     )
     return metrics
@@ -654,9 +774,20 @@ def main(argv: list[str] | None = None) -> int:
         default=DEFAULT_TARGET_PRECISION,
         help="precision the auto-catalogued val images must reach (default 0.98)",
     )
+    parser.add_argument(
+        "--threshold-confidence",
+        type=float,
+        default=None,
+        help="confidence that the target precision holds (Clopper-Pearson bound; default 0.95)",
+    )
     args = parser.parse_args(argv)
     try:
-        evaluate_run(args.run_dir, data_dir=args.data, target_precision=args.target_precision)
+        evaluate_run(
+            args.run_dir,
+            data_dir=args.data,
+            target_precision=args.target_precision,
+            threshold_confidence=args.threshold_confidence,
+        )
     except (ValueError, FileNotFoundError) as error:
         print(f"evaluate failed: {error}", file=sys.stderr)
         return 2

@@ -46,6 +46,7 @@ class TrainConfig:
 
     data: str | None = None  # dataset folder; None = generated sample data (embedded default)
     val_fraction: float = 0.2  # only when val is split off by content hash
+    holdout_fraction: float = 0.5  # of val, held out for evaluation when there is no test/
     out: str | None = None  # run folder; None = runs/<UTC timestamp> (or the run being resumed)
     model: str | None = None  # mobilenet_v2 | small; None = mobilenet_v2 with --data, else small
     weights: str | None = None  # imagenet | PATH | none; None = imagenet for mobilenet_v2
@@ -107,6 +108,12 @@ def parse_arguments(argv: list[str] | None = None) -> TrainConfig:
     add = parser.add_argument
     add("--data", help="dataset folder: train/ val/ [test/] of label folders, or label folders")
     add("--val-fraction", type=float, default=defaults.val_fraction)
+    add(
+        "--holdout-fraction",
+        type=float,
+        default=defaults.holdout_fraction,
+        help="share of val held out for evaluation when there is no test/ (0 = none)",
+    )
     add("--out", help="run folder (default runs/<UTC timestamp>; rerun with it to resume)")
     add("--model", choices=("mobilenet_v2", "small"))
     add("--weights", help="imagenet | PATH to MobileNetV2 no-top weights | none")
@@ -212,14 +219,27 @@ class _UserError(Exception):
         self.status = status
 
 
+def check_choices(config: TrainConfig) -> None:
+    """Refuse settings that cannot produce a useful model, before anything slow happens."""
+    weights_none = str(config.weights).lower() == "none"
+    if config.model == "mobilenet_v2" and weights_none and config.fine_tune_layers <= 0:
+        raise _UserError(
+            "--weights none with a frozen MobileNetV2 learns nothing (random backbone, features "
+            "around 1e-12; 0.098 on the grocery photos, one class predicted): use --weights "
+            "imagenet or PATH, or train the backbone too with --fine-tune-layers N"
+        )
+
+
 def run(config: TrainConfig) -> int:
     started = time.monotonic()
+    check_choices(config)
     run_dir, resuming = resolve_run_dir(config)
     run_dir.mkdir(parents=True, exist_ok=True)
 
     # Imports after argument parsing, so --help and argument errors are instant.
     from model_build.audit import audit_dataset, print_report
     from model_build.dataset import DatasetError, discover
+    from model_build.holdout import with_holdout
     from model_build.prepare import prepare_split
     from model_build.sample_data import generate_dataset
 
@@ -237,7 +257,8 @@ def run(config: TrainConfig) -> int:
         data_dir = Path(config.data)
     try:
         dataset = discover(data_dir, val_fraction=config.val_fraction, seed=config.seed)
-    except DatasetError as error:
+        dataset = with_holdout(dataset, config.holdout_fraction, config.seed)
+    except (DatasetError, ValueError) as error:
         raise _UserError(str(error), EXIT_BAD_DATA) from error
     audit = audit_dataset(dataset, run_dir, cache_dir=cache_dir, workers=config.workers)
     print_report(audit.report)
@@ -296,8 +317,8 @@ def run(config: TrainConfig) -> int:
         except WeightsUnavailable as error:
             raise _UserError(
                 f"{error}.\nNo network? Use --weights PATH (a local MobileNetV2 no-top .h5 file, "
-                "e.g. copied into ~/.keras/models/) or --weights none (random start; learns "
-                "little on real photos).",
+                "e.g. copied into ~/.keras/models/) or --weights none --fine-tune-layers N "
+                "(random start; learns little on real photos).",
                 EXIT_WEIGHTS_UNAVAILABLE,
             ) from error
         except FileNotFoundError as error:
@@ -343,6 +364,11 @@ def _print_plan(config, run_dir, resuming, data_dir, dataset, train_count, val_c
     print(
         f"  images    train {train_count}, val {val_count}"
         + (f", test {sum(counts['test'].values())}" if "test" in counts else "")
+        + (
+            f", held out for evaluation {sum(counts['holdout'].values())}"
+            if "holdout" in counts
+            else ""
+        )
     )
     if config.model == "small":
         print(
