@@ -15,7 +15,9 @@ For one invocation's records:
 3. **Conditional writes** (see :mod:`handler.catalogue`), keys in parallel, each key's records
    in order. A bad photo becomes a REJECTED item with its reason. A delete event first checks
    that the key is really gone (``HeadObject``); if it was uploaded again since, the newer
-   upload's event governs the item.
+   upload's event governs the item; otherwise the item becomes a tombstone (``DELETED``, kept
+   for :data:`handler.catalogue.TOMBSTONE_TTL_SECONDS`), so that a create read before the delete
+   but written after it is stale instead of bringing the photo back.
 
 A failure on one record (throttling, a 5xx, a timeout, anything unexpected) is kept as that
 record's error and does not stop the others; the caller reports it back to SQS.
@@ -47,7 +49,7 @@ Action = Literal[
     "catalogued",  # written, CATALOGUED
     "needs_review",  # written, NEEDS_REVIEW
     "rejected",  # written, REJECTED with a reason
-    "deleted",  # item removed (or there was none)
+    "tombstoned",  # the object is gone: its item is now a DELETED tombstone (see handler.catalogue)
     "stale",  # a newer event already wrote this key, or this exact result is already there
     "object_missing",  # the object is gone; its delete event removes (or removed) the item
     "object_replaced",  # the object changed since this event; the newer event catalogues it
@@ -246,8 +248,13 @@ class Worker:
             # Uploaded again since this delete: the newer upload's event governs the item. This
             # also settles a tie of event times (moto, which sends no sequencer) correctly.
             return Outcome("object_recreated")
-        removed = catalogue.remove_item(
-            self.dynamodb, self.table, record.bucket, record.key, record.order
+        item = catalogue.tombstone(
+            record.bucket,
+            record.key,
+            order=record.order,
+            sequencer=record.sequencer,
+            model_version=self.model_version,
         )
+        written = catalogue.write_tombstone(self.dynamodb, self.table, item)
         # A delete older than the stored item changes nothing: a newer upload is catalogued.
-        return Outcome("deleted" if removed else "stale")
+        return Outcome("tombstoned", item) if written else Outcome("stale", item)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -10,7 +11,14 @@ import pytest
 from moto import mock_aws
 
 from contracts.catalogue import CatalogueItem, LabelScore, Status, event_order, utc_now
-from handler.catalogue import read_item, remove_item, write_item
+from handler.catalogue import (
+    TOMBSTONE_TTL_SECONDS,
+    read_item,
+    scan_items,
+    tombstone,
+    write_item,
+    write_tombstone,
+)
 from local_stack.resources import create_local_resources
 
 pytestmark = pytest.mark.functional
@@ -60,11 +68,14 @@ def test_duplicate_and_older_events_never_overwrite(table: tuple[Any, str]) -> N
     assert stored.top3[0] == LabelScore("stroller", 0.91)
 
 
-def test_newer_event_overwrites_and_shorter_sequencer_is_not_newer(table: tuple[Any, str]) -> None:
+def test_newer_event_overwrites_and_sequencers_compare_right_padded(
+    table: tuple[Any, str],
+) -> None:
     dynamodb, name = table
-    assert write_item(dynamodb, name, item("0100"))
-    assert not write_item(dynamodb, name, item("FF", category="bathtub"))  # FF < 0100 padded
-    assert write_item(dynamodb, name, item("0101", etag="e2", category="bathtub"))
+    earlier, later = "0055AED6DCD90281E5A1", "0055AED6DCE5B0C2A7"  # the later one is shorter
+    assert write_item(dynamodb, name, item(earlier))
+    assert write_item(dynamodb, name, item(later, etag="e2", category="bathtub"))
+    assert not write_item(dynamodb, name, item(earlier, etag="e3", category="walkers"))
     stored = read_item(dynamodb, name, BUCKET, KEY)
     assert stored is not None
     assert (stored.category, stored.etag) == ("bathtub", "e2")
@@ -103,14 +114,55 @@ def test_rejected_replacement_drops_category_and_scores(table: tuple[Any, str]) 
     assert listed == []
 
 
-def test_deletes_follow_the_same_order(table: tuple[Any, str]) -> None:
+def _tombstone(sequencer: str) -> Any:
+    return tombstone(
+        BUCKET, KEY, order=event_order(sequencer, None), sequencer=sequencer, model_version="v1"
+    )
+
+
+def test_deletes_follow_the_same_order_and_leave_a_tombstone(table: tuple[Any, str]) -> None:
     dynamodb, name = table
     assert write_item(dynamodb, name, item("0B"))
-    assert not remove_item(dynamodb, name, BUCKET, KEY, event_order("0A", None))  # older delete
-    assert read_item(dynamodb, name, BUCKET, KEY) is not None
-    assert remove_item(dynamodb, name, BUCKET, KEY, event_order("0C", None))
-    assert read_item(dynamodb, name, BUCKET, KEY) is None
-    assert remove_item(dynamodb, name, BUCKET, KEY, event_order("0C", None))  # again: harmless
+    assert not write_tombstone(dynamodb, name, _tombstone("0A"))  # an older delete
+    stored = read_item(dynamodb, name, BUCKET, KEY)
+    assert stored is not None
+    assert stored.status is Status.CATALOGUED
+    before = int(time.time())
+    assert write_tombstone(dynamodb, name, _tombstone("0C"))
+    stored = read_item(dynamodb, name, BUCKET, KEY)
+    assert stored is not None
+    assert (stored.status, stored.event_order) == (Status.DELETED, event_order("0C", None))
+    assert stored.expires_at is not None
+    # The TTL outlives every message about the object: SQS keeps one at most 14 days.
+    assert TOMBSTONE_TTL_SECONDS > 14 * 24 * 3600
+    assert (
+        before + TOMBSTONE_TTL_SECONDS <= stored.expires_at <= time.time() + TOMBSTONE_TTL_SECONDS
+    )
+    raw = dynamodb.get_item(TableName=name, Key={"object_id": {"S": f"{BUCKET}/{KEY}"}})["Item"]
+    assert not {"category", "confidence", "top3", "etag", "listing_category", "review_queue"} & set(
+        raw
+    )
+    assert dynamodb.scan(TableName=name, IndexName="by_category")["Items"] == []
+    assert scan_items(dynamodb, name) == []
+    assert [i.status for i in scan_items(dynamodb, name, include_deleted=True)] == [Status.DELETED]
+    assert write_tombstone(dynamodb, name, _tombstone("0C"))  # again: harmless
+    # An older create (read before the delete, written after it) is stale: no resurrection ...
+    assert not write_item(dynamodb, name, item("0B", model="v2"))
+    assert not write_item(dynamodb, name, item("0C", model="v2"))  # not even of the same order
+    # ... while a newer upload replaces the tombstone and drops its TTL.
+    assert write_item(dynamodb, name, item("0D"))
+    stored = read_item(dynamodb, name, BUCKET, KEY)
+    assert stored is not None
+    assert (stored.status, stored.expires_at) == (Status.CATALOGUED, None)
+
+
+def test_backfill_never_revives_a_tombstone(table: tuple[Any, str]) -> None:
+    dynamodb, name = table
+    assert write_item(dynamodb, name, item("0B", model="v1"))
+    assert write_tombstone(dynamodb, name, _tombstone("0C"))
+    backfill_order = event_order(None, "2026-11-24T00:00:00Z")
+    refreshed = item("0B", model="v2", sequencer=None, event_order=backfill_order)
+    assert not write_item(dynamodb, name, refreshed, backfill=True)
 
 
 def test_backfill_updates_same_bytes_keeps_event_order(table: tuple[Any, str]) -> None:

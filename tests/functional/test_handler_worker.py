@@ -173,6 +173,18 @@ def message_event(*bodies: dict[str, Any]) -> dict[str, Any]:
     return {"Records": records}
 
 
+def assert_tombstone(stack: Stack, key: str) -> None:
+    """The object was deleted: its item is a tombstone, which no listing shows."""
+    item = stack.item(key)
+    assert item is not None
+    assert (item.status, item.category, item.expires_at is not None) == (
+        Status.DELETED,
+        None,
+        True,
+    )
+    assert key not in stack.items()
+
+
 def failed_ids(response: dict[str, Any]) -> list[str]:
     return [failure["itemIdentifier"] for failure in response["batchItemFailures"]]
 
@@ -356,7 +368,7 @@ def test_deletes_remove_items_unless_a_newer_upload_exists(stack: Stack) -> None
     assert stack.item(key) is not None
     stack.s3.delete_object(Bucket=stack.bucket, Key=key)
     stack.drain()
-    assert stack.item(key) is None
+    assert_tombstone(stack, key)
 
     # Out of order: the re-upload's event (0C) arrives before an older delete (0B) ...
     etag = stack.put(key, jpeg("walkers", 3))
@@ -374,7 +386,7 @@ def test_deletes_remove_items_unless_a_newer_upload_exists(stack: Stack) -> None
     late_create = s3_record(stack.bucket, key, sequencer="0D", etag=etag)
     response = invoke(message_event({"Records": [late_delete]}, {"Records": [late_create]}))
     assert failed_ids(response) == []
-    assert stack.item(key) is None
+    assert_tombstone(stack, key)
 
 
 def test_delete_event_for_a_key_uploaded_again_keeps_the_item(stack: Stack) -> None:
@@ -421,7 +433,7 @@ def test_tied_event_times_without_sequencer_delete_wins_when_gone(stack: Stack) 
     stack.s3.delete_object(Bucket=stack.bucket, Key=key)
     stack.purge()
     assert failed_ids(invoke(message_event({"Records": [delete]}))) == []
-    assert stack.item(key) is None
+    assert_tombstone(stack, key)
 
 
 def _raise_for(key: str, operation: str, code: str, status: int) -> Any:
@@ -515,8 +527,8 @@ def test_direct_s3_invocation(stack: Stack) -> None:
     assert item.sequencer == "0055AED6DCD90281E5"
     # A failure in a direct invocation fails it, so Lambda's asynchronous retry applies.
     app.get_worker().dynamodb.meta.events.register(
-        "before-parameter-build.dynamodb.DeleteItem",
-        _raise_for(key, "DeleteItem", "ThrottlingException", 400),
+        "before-parameter-build.dynamodb.UpdateItem",  # the delete's tombstone
+        _raise_for(key, "UpdateItem", "ThrottlingException", 400),
     )
     stack.s3.delete_object(Bucket=stack.bucket, Key=key)
     delete = load_event("s3_delete.json")
@@ -679,3 +691,79 @@ def test_malformed_messages_fail_alone_whatever_breaks_in_them(stack: Stack) -> 
     assert sorted(failed_ids(response)) == sorted(hostile)
     # ... and the good ones are catalogued
     assert set(stack.items()) == set(good_keys)
+
+
+# ---------------------------------------------------------- issue 9: ordering semantics (S3) ---
+
+
+def _second_worker() -> Any:
+    """Another container's worker: same settings, its own clients (so hooks stay apart)."""
+    from handler.cold_start import build_worker
+    from handler.settings import load_settings
+
+    return build_worker(
+        load_settings(), s3_client=boto3.client("s3"), dynamodb_client=boto3.client("dynamodb")
+    )
+
+
+def _records(body: dict[str, Any]) -> list[Any]:
+    from handler.events import records_from_s3_event
+
+    return records_from_s3_event(body)
+
+
+def listed(stack: Stack, category: str | None) -> list[str]:
+    """What buyers see in a category (the by_category index)."""
+    response = stack.dynamodb.query(
+        TableName=stack.resources.table_name,
+        IndexName="by_category",
+        KeyConditionExpression="listing_category = :c",
+        ExpressionAttributeValues={":c": {"S": str(category)}},
+    )
+    return [raw["key"]["S"] for raw in response["Items"]]
+
+
+def test_create_read_before_a_delete_but_written_after_it_cannot_resurrect(stack: Stack) -> None:
+    # GIVEN an upload and its delete, whose events two containers process at the same time
+    key = "uploads/raced.jpg"
+    etag = stack.put(key, jpeg())
+    stack.purge()
+    create = _records({"Records": [s3_record(stack.bucket, key, sequencer="0A", etag=etag)]})
+    delete = _records(
+        {
+            "Records": [
+                s3_record(stack.bucket, key, name="ObjectRemoved:Delete", sequencer="0B", etag=None)
+            ]
+        }
+    )
+    worker_a, worker_b = app.get_worker(), _second_worker()
+    interleaved: list[str] = []
+
+    def delete_meanwhile(**_: Any) -> None:
+        # Worker A has read the object; now the seller deletes it and worker B handles the delete
+        # before A writes its result.
+        if interleaved:
+            return
+        stack.s3.delete_object(Bucket=stack.bucket, Key=key)
+        (result,) = worker_b.process(delete)
+        interleaved.append(result.outcome.action)
+
+    worker_a.s3.meta.events.register("after-call.s3.GetObject", delete_meanwhile)
+    try:
+        # WHEN worker A finishes the create after worker B's delete
+        (created,) = worker_a.process(create)
+    finally:
+        worker_a.s3.meta.events.unregister("after-call.s3.GetObject", delete_meanwhile)
+        worker_b.close()
+    assert len(interleaved) == 1  # the race really happened in this order
+    # THEN the photo stays deleted: a tombstone with the delete's order holds the key ...
+    assert created.error is None
+    assert created.outcome is not None
+    assert created.outcome.action == "stale"
+    item = stack.item(key)
+    assert item is not None
+    assert item.status is Status.DELETED
+    assert item.event_order == delete[0].order
+    # ... which buyers' listings, the review queue and the local stack's printout never show.
+    assert all(key not in listed(stack, label) for label in LABELS)
+    assert key not in stack.items()
