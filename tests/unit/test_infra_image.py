@@ -7,13 +7,18 @@ and the build context carries no datasets, runs, caches or tests.
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
+import subprocess
+import sys
 import tomllib
 from fnmatch import fnmatch
 from pathlib import Path
 
 import pytest
+
+from contracts.artifact import VERSION_PATTERN
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "infra" / "Dockerfile"
@@ -122,6 +127,80 @@ def test_the_image_copies_the_worker_contracts_and_one_model_version() -> None:
     # latest.json is written next to the version so the loader's folder layout holds.
     assert any(i == "RUN" and "/opt/model/latest.json" in a for i, a in steps)
     assert not any("model_build" in a or "tests" in a.split() for _, a in steps)
+
+
+def test_the_model_version_is_checked_against_the_version_pattern_before_it_is_used() -> None:
+    """SAM passes the literal text "ModelVersion" without --parameter-overrides: stop there."""
+    steps = instructions()
+    arg = steps.index(("ARG", "MODEL_VERSION"))
+    first_use = next(
+        i for i, (_, arguments) in enumerate(steps) if "artifacts/${MODEL_VERSION}" in arguments
+    )
+    checks = [
+        i
+        for i, (instruction, arguments) in enumerate(steps)
+        if instruction == "RUN" and "re.fullmatch" in arguments and "MODEL_VERSION" in arguments
+    ]
+    assert len(checks) == 1
+    assert arg < checks[0] < first_use
+    (pattern,) = re.findall(r'r"([^"]+)"', steps[checks[0]][1])
+    # The same pattern as contracts/artifact.py (there anchored with ^...$, here by fullmatch).
+    assert f"^{pattern}$" == VERSION_PATTERN.pattern
+
+
+@pytest.mark.parametrize(
+    ("value", "accepted"),
+    [
+        ("20261124T014800Z-3fa9c1d2", True),
+        ("ModelVersion", False),
+        ("", False),
+        ("20261124T014800Z-3fa9c1d2/../../etc", False),
+        ("20261124T014800Z-3FA9C1D2", False),
+    ],
+)
+def test_the_model_version_check_step_runs_as_written(value: str, accepted: bool) -> None:
+    """Run the Dockerfile's RUN line itself with /bin/sh, as docker build does."""
+    ((_, command),) = [
+        step for step in instructions() if step[0] == "RUN" and "re.fullmatch" in step[1]
+    ]
+    environment = {
+        "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}",
+        "MODEL_VERSION": value,
+    }
+    completed = subprocess.run(
+        ["/bin/sh", "-c", command], env=environment, capture_output=True, text=True, check=False
+    )
+    assert (completed.returncode == 0) is accepted, completed.stderr
+    if not accepted:
+        assert "--parameter-overrides ModelVersion=" in completed.stderr
+        assert repr(value) in completed.stderr
+
+
+def test_the_build_imports_the_worker_and_loads_the_model_before_the_image_is_done() -> None:
+    steps = instructions()
+    model_copy = next(
+        i
+        for i, (instruction, arguments) in enumerate(steps)
+        if instruction == "COPY" and "artifacts/${MODEL_VERSION}" in arguments
+    )
+    check_copy = steps.index(("COPY", "infra/image_check.py /tmp/image_check.py"))
+    (check_run,) = [
+        i
+        for i, (instruction, arguments) in enumerate(steps)
+        if instruction == "RUN" and "/tmp/image_check.py" in arguments
+    ]
+    words = shlex.split(steps[check_run][1].split("&&")[0])
+    assert words[:2] == ["python", "/tmp/image_check.py"]
+    assert words[words.index("--path") + 1] == "${LAMBDA_TASK_ROOT}"
+    assert words[words.index("--model-uri") + 1] == "/opt/model"
+    assert words[words.index("--model-version") + 1] == "${MODEL_VERSION}"
+    assert "rm /tmp/image_check.py" in steps[check_run][1]
+    assert model_copy < check_copy < check_run < len(steps) - 1
+    # After every COPY of code and model: nothing the check did not see reaches the image.
+    assert all(instruction != "COPY" or i <= check_copy for i, (instruction, _) in enumerate(steps))
+    assert not ignored("infra/image_check.py")
+    assert ignored("infra/abi.py")
+    assert ignored("infra/base_image.json")
 
 
 # --- .dockerignore -----------------------------------------------------------------------------

@@ -1,0 +1,94 @@
+"""Build-time proof that the worker's image can start: a build step of infra/Dockerfile.
+
+    python image_check.py --path /var/task --model-uri /opt/model --model-version <version>
+
+1. Imports every module of ``handler`` and ``contracts`` from the given paths (the handler's
+   whole import graph: Powertools, pydantic, boto3, numpy, Pillow, LiteRT), plus the native
+   modules the worker loads lazily (pillow-heif's decoder, LiteRT's interpreter).
+2. Loads the baked model exactly as a cold start does (:func:`handler.cold_start.load_model`:
+   sha256 of every file checked, interpreter built) for each variant the version has, and runs
+   one inference on a blank image, so an op the runtime does not know fails here too.
+
+Any failure exits non-zero, so ``sam build`` (``docker build``) stops instead of the first upload
+ending in ``Runtime.ImportModuleError``. Standard library only at the top: the paths are set up
+before anything else is imported. Not part of the image: it is copied to /tmp for the step and
+removed. tests/functional/test_infra_image_check.py runs it against the worker's wheels alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import pkgutil
+import sys
+
+PACKAGES = ("contracts", "handler")
+NATIVE_MODULES = (
+    "ai_edge_litert.interpreter",
+    "numpy",
+    "PIL.Image",
+    "pillow_heif",
+    "pydantic_core",
+)
+
+
+def import_everything() -> list[str]:
+    """Import every module of the worker's packages and its native dependencies."""
+    imported = []
+    for name in NATIVE_MODULES:
+        importlib.import_module(name)
+        imported.append(name)
+    for package_name in PACKAGES:
+        package = importlib.import_module(package_name)
+        imported.append(package_name)
+        for module in pkgutil.walk_packages(package.__path__, prefix=f"{package_name}."):
+            importlib.import_module(module.name)
+            imported.append(module.name)
+    import pillow_heif
+
+    pillow_heif.register_heif_opener()
+    return imported
+
+
+def check_model(model_uri: str, model_version: str) -> list[str]:
+    """Load the model as a cold start does and classify one blank image, per variant."""
+    import numpy as np
+
+    from contracts.artifact import load_artifact
+    from contracts.image import CHANNELS, IMAGE_SIZE
+    from handler.cold_start import load_model
+    from handler.settings import WorkerSettings
+
+    artifact = load_artifact(model_uri, version=model_version)
+    variants = ["float32"] + (["int8"] if artifact.int8_model_path is not None else [])
+    blank = np.zeros((1, IMAGE_SIZE, IMAGE_SIZE, CHANNELS), dtype=np.uint8)
+    lines = []
+    for variant in variants:
+        settings = WorkerSettings(
+            catalogue_table="image-check",
+            model_uri=model_uri,
+            model_version=model_version,
+            model_variant=variant,
+        )
+        classifier, _ = load_model(settings)
+        (prediction,) = classifier.predict(blank)
+        lines.append(f"{variant}: {prediction.category} {prediction.confidence:.3f}")
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--path", action="append", default=[], help="prepended to sys.path")
+    parser.add_argument("--model-uri", required=True)
+    parser.add_argument("--model-version", required=True)
+    arguments = parser.parse_args(argv)
+    sys.path[:0] = arguments.path
+    imported = import_everything()
+    for line in check_model(arguments.model_uri, arguments.model_version):
+        print(f"image check: model {arguments.model_version} {line}")
+    print(f"image check: {len(imported)} modules imported; the worker can start")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
