@@ -113,7 +113,13 @@ class Manifest(BaseModel):
     files: dict[str, FileEntry]
     metrics: dict[str, Any] = Field(default_factory=dict)
     calibration: Calibration
+    # int8's own temperature and threshold (its outputs are not float32's); absent in manifests
+    # published before it existed, where the worker falls back to ``calibration``.
+    int8_calibration: Calibration | None = None
     int8: dict[str, Any] = Field(default_factory=dict)
+    # What the reported metrics were measured on: split, image count and the content hash of
+    # those images (``data_sha256``), so two versions' numbers are comparable only when equal.
+    evaluation: dict[str, Any] = Field(default_factory=dict)
     training_config: dict[str, Any] = Field(default_factory=dict)
     dataset: dict[str, Any] = Field(default_factory=dict)
     library_versions: dict[str, str] = Field(default_factory=dict)
@@ -142,6 +148,12 @@ class Artifact:
 
     @property
     def calibration(self) -> Calibration:
+        return self.manifest.calibration
+
+    def calibration_for(self, variant: str) -> Calibration:
+        """The calibration of the model file the worker runs (``float32`` or ``int8``)."""
+        if variant == "int8" and self.manifest.int8_calibration is not None:
+            return self.manifest.int8_calibration
         return self.manifest.calibration
 
 

@@ -50,7 +50,12 @@ def load_model(settings: WorkerSettings, s3_client: Any = None) -> tuple[Classif
             )
         path = artifact.int8_model_path
     try:
-        classifier = Classifier(path, artifact.labels, temperature=artifact.calibration.temperature)
+        classifier = Classifier(
+            path,
+            artifact.labels,
+            # Each variant's own temperature: int8 outputs are not float32's.
+            temperature=artifact.calibration_for(settings.model_variant).temperature,
+        )
     except (ValueError, RuntimeError) as error:
         raise ConfigurationError(f"cannot open the model {path} ({where}): {error}") from error
     return classifier, artifact
@@ -78,7 +83,7 @@ def build_worker(
     classifier, artifact = load_model(settings, s3_client)
     review_threshold = settings.review_threshold
     if review_threshold is None:
-        review_threshold = artifact.calibration.review_threshold
+        review_threshold = artifact.calibration_for(settings.model_variant).review_threshold
     return Worker(
         classifier=classifier,
         model_version=artifact.version,

@@ -11,8 +11,11 @@ batch size and runs a whole batch in one ``invoke``.
   counted in ``export.json``.
 * ``model_int8.tflite`` is quantised with every op in int8 (``TFLITE_BUILTINS_INT8``), its
   activation ranges calibrated on training images (the representative dataset). Input stays uint8
-  (cast inside) and output float32, so the worker feeds both files the same way. It is kept only
-  when its top-1 agreement with float32 on val reaches :data:`INT8_MIN_AGREEMENT`; the figure is
+  (cast inside) and output float32, so the worker feeds both files the same way. With labelled
+  val and evaluation images (a run folder always has them) it is kept when its held-out accuracy
+  and auto-catalogued precision are within a point of float32's, and it gets its own temperature
+  and review threshold (:mod:`model_build.int8_gate`); without labels (bare arrays) the old rule
+  applies: top-1 agreement with float32 on val ≥ :data:`INT8_MIN_AGREEMENT`. The figures are
   recorded in ``export.json`` either way, and a rejected file is kept as
   ``model_int8.rejected.tflite`` for inspection (publish ignores it).
 
@@ -67,9 +70,12 @@ class ExportReport:
     int8_bytes: int | None
     int8_min_agreement: float
     representative_images: int
+    int8_gate: dict[str, Any] | None = None  # held-out gate and int8's own calibration
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        values = asdict(self)
+        gate = values.pop("int8_gate") or {}
+        return {**values, **gate}
 
 
 # --- conversion (TensorFlow) -------------------------------------------------------------------
@@ -208,8 +214,18 @@ def export_model(
     image_size: int = IMAGE_SIZE,
     min_int8_agreement: float = INT8_MIN_AGREEMENT,
     log: Callable[[str], None] = print,
+    val_labels: np.ndarray | None = None,
+    eval_images: np.ndarray | None = None,
+    eval_labels: np.ndarray | None = None,
+    evaluated_on: str = "val",
+    target_precision: float = 0.98,
+    threshold_confidence: float | None = None,
 ) -> ExportReport:
-    """Write model.tflite (+ model_int8.tflite when it agrees) and export.json into ``out_dir``."""
+    """Write model.tflite (+ model_int8.tflite when it passes its gate) and export.json.
+
+    With ``val_labels`` the int8 gate is :func:`model_build.int8_gate.gate_int8` on
+    ``eval_images``/``eval_labels`` (default: val itself), else top-1 agreement on val.
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
     float_bytes = convert_float32(model, image_size=image_size)
     keras_probs = keras_predict(model, val_images)
@@ -232,14 +248,44 @@ def export_model(
     int8_bytes = convert_int8(model, representative, image_size=image_size)
     int8_probs = tflite_predict(int8_bytes, val_images)
     int8_agreement = top1_agreement(float_probs, int8_probs)
-    published = int8_agreement >= min_int8_agreement
+    gate = None
+    if val_labels is not None:
+        from model_build.int8_gate import gate_int8
+        from model_build.thresholds import DEFAULT_CONFIDENCE
+
+        if eval_images is None or eval_labels is None:
+            eval_images, eval_labels, evaluated_on = val_images, val_labels, "val"
+        same = eval_images is val_images
+        gate = gate_int8(
+            float_fit=float_probs,
+            int8_fit=int8_probs,
+            fit_labels=val_labels,
+            float_eval=float_probs if same else tflite_predict(float_bytes, eval_images),
+            int8_eval=int8_probs if same else tflite_predict(int8_bytes, eval_images),
+            eval_labels=eval_labels,
+            target_precision=target_precision,
+            confidence=threshold_confidence or DEFAULT_CONFIDENCE,
+            evaluated_on=evaluated_on,
+        )
+        published = gate["int8_published"]
+    else:
+        published = int8_agreement >= min_int8_agreement
     for stale in (MODEL_INT8_FILE, MODEL_INT8_REJECTED_FILE):
         (out_dir / stale).unlink(missing_ok=True)
     (out_dir / (MODEL_INT8_FILE if published else MODEL_INT8_REJECTED_FILE)).write_bytes(int8_bytes)
+    if gate is None:
+        verdict = "published" if published else f"NOT published (needs ≥ {min_int8_agreement:.0%})"
+    else:
+        f32, i8 = gate["float32_held_out"], gate["int8_held_out"]
+        verdict = (
+            f"accuracy {i8['accuracy']:.4f} vs {f32['accuracy']:.4f}, auto-catalogued precision "
+            f"{_fmt(i8['precision_at_threshold'])} vs {_fmt(f32['precision_at_threshold'])} on "
+            f"{gate['evaluated_on']} -> "
+            + ("published" if published else f"NOT published: {gate['int8_rejected_because']}")
+        )
     log(
         f"export: int8 {len(int8_bytes) / 1e6:.2f} MB, top-1 agreement with float32 "
-        f"{int8_agreement:.2%} on val -> "
-        + ("published" if published else f"NOT published (needs ≥ {min_int8_agreement:.0%})")
+        f"{int8_agreement:.2%} on val; {verdict}"
     )
     report = ExportReport(
         images_checked=len(val_images),
@@ -253,9 +299,14 @@ def export_model(
         int8_bytes=len(int8_bytes),
         int8_min_agreement=min_int8_agreement,
         representative_images=len(representative),
+        int8_gate=gate,
     )
     (out_dir / EXPORT_REPORT_FILE).write_text(json.dumps(report.to_dict(), indent=2) + "\n")
     return report
+
+
+def _fmt(value: float | None) -> str:
+    return "—" if value is None else f"{value:.4f}"
 
 
 def _sample(images: np.ndarray, count: int) -> np.ndarray:
@@ -272,11 +323,19 @@ def export_run(run_dir: Path, *, data_dir: Path | None = None) -> ExportReport:
     """Export ``run_dir/model.keras`` using the run's own train and val images."""
     import keras
 
-    from model_build.evaluate import load_split_images
+    from model_build.evaluate import _read_json, load_split_images, run_dataset
+    from model_build.holdout import evaluation_split
 
     run_dir = Path(run_dir)
     model = keras.models.load_model(run_dir / "model.keras", compile=False)
-    val_images, _ = load_split_images(run_dir, "val", data_dir=data_dir)
+    val_images, val_labels = load_split_images(run_dir, "val", data_dir=data_dir)
+    split = evaluation_split(run_dataset(run_dir, data_dir))
+    eval_images, eval_labels = (
+        (val_images, val_labels)
+        if split == "val"
+        else load_split_images(run_dir, split, data_dir=data_dir)
+    )
+    calibration = (_read_json(run_dir / "metrics.json") or {}).get("calibration") or {}
     train_images, _ = load_split_images(
         run_dir, "train", data_dir=data_dir, limit=REPRESENTATIVE_IMAGES
     )
@@ -287,6 +346,12 @@ def export_run(run_dir: Path, *, data_dir: Path | None = None) -> ExportReport:
         val_images=val_images,
         train_images=train_images,
         image_size=image_size,
+        val_labels=val_labels,
+        eval_images=eval_images,
+        eval_labels=eval_labels,
+        evaluated_on=split,
+        target_precision=float(calibration.get("target_precision") or 0.98),
+        threshold_confidence=calibration.get("confidence"),
     )
 
 

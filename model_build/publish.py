@@ -161,6 +161,9 @@ def build_manifest(
     image_size = int(config.get("image_size") or IMAGE_SIZE)
     calibration = metrics["calibration"]
     summary_metrics = {key: value for key, value in metrics.items() if key != "calibration"}
+    int8_calibration = None
+    if MODEL_INT8_FILE in files and isinstance(export_report.get("int8_calibration"), dict):
+        int8_calibration = Calibration(**export_report["int8_calibration"])
     try:
         return Manifest(
             version=version,
@@ -177,7 +180,9 @@ def build_manifest(
             },
             metrics=summary_metrics,
             calibration=Calibration(**calibration),
-            int8=export_report,
+            int8_calibration=int8_calibration,
+            int8={k: v for k, v in export_report.items() if k != "int8_calibration"},
+            evaluation=metrics.get("evaluation") or {},
             training_config=config,
             dataset=_dataset_summary(run_dir, config),
             library_versions=library_versions(),
@@ -214,8 +219,13 @@ def publish_run(
     now: datetime | None = None,
     s3_client: Any = None,
     log: Callable[[str], None] = print,
+    force: bool = False,
 ) -> str:
-    """Publish ``run_dir`` to ``dest`` (folder or ``s3://bucket/prefix``); return the version."""
+    """Publish ``run_dir`` to ``dest`` (folder or ``s3://bucket/prefix``); return the version.
+
+    The quality gate (:mod:`model_build.quality_gate`) refuses a model near chance or worse than
+    the current latest on the same evaluation data, unless ``force``.
+    """
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise PublishError(f"run folder {run_dir} does not exist")
@@ -223,8 +233,19 @@ def publish_run(
     files = collect_files(run_dir)
     version = check_version(version) if version else make_version(files, now)
     manifest = build_manifest(run_dir, files, version, now)
-    manifest_bytes = (manifest.model_dump_json(indent=2, by_alias=True) + "\n").encode()
     destination = str(dest)
+    from model_build.quality_gate import describe, quality_problems, read_latest_manifest
+
+    problems, notes = quality_problems(
+        _read_json(run_dir / METRICS_FILE, {}), read_latest_manifest(destination, s3_client)
+    )
+    for note in notes:
+        log(note)
+    if problems and not force:
+        raise PublishError(describe(problems))
+    if problems:
+        log(describe(problems).replace("(--force publishes anyway)", "— published with --force"))
+    manifest_bytes = (manifest.model_dump_json(indent=2, by_alias=True) + "\n").encode()
     if destination.startswith("s3://"):
         _publish_to_s3(destination, version, files, manifest_bytes, s3_client)
     elif "://" in destination:
@@ -333,9 +354,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("run_dir", type=Path, help="the training run folder")
     parser.add_argument("--to", dest="dest", required=True, help="folder or s3://bucket/prefix")
     parser.add_argument("--version", default=None, help="explicit version (default: time-hash)")
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="publish even if the quality gate refuses (near chance, or worse than latest)",
+    )
     args = parser.parse_args(argv)
     try:
-        version = publish_run(args.run_dir, args.dest, version=args.version)
+        version = publish_run(args.run_dir, args.dest, version=args.version, force=args.force)
     except (PublishError, ArtifactError) as error:
         print(f"publish refused: {error}", file=sys.stderr)
         return 2

@@ -408,7 +408,16 @@ def _evaluate_and_publish(config: TrainConfig, run_dir: Path, data_dir: Path) ->
     except ImportError:
         print("model_build.publish is not available: nothing published")
         return None
-    return publish_run(run_dir, config.publish)
+    from model_build.publish import PublishError
+
+    try:
+        return publish_run(run_dir, config.publish)
+    except PublishError as error:
+        print(
+            f"not published: {error}; python -m model_build.publish {run_dir} --to "
+            f"{config.publish} --force publishes it anyway"
+        )
+        return None
 
 
 if __name__ == "__main__":

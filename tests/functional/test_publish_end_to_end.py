@@ -82,7 +82,8 @@ def test_evaluate_export_publish_load(tiny_run: Path, tmp_path: Path) -> None:
     assert np.array(metrics["confusion_matrix"]).sum() == len(images)
 
     dest = tmp_path / "artifacts"
-    version = publish_run(tiny_run, str(dest))  # exports first: model.tflite is missing
+    # The tiny model is untrained (near chance): the quality gate refuses it unless forced.
+    version = publish_run(tiny_run, str(dest), force=True)  # exports first: no model.tflite yet
     export = json.loads((tiny_run / "export.json").read_text())
     assert export["float32_agreement"] == 1.0
     assert export["int8_agreement"] is not None  # recorded whether or not it was published
@@ -94,5 +95,10 @@ def test_evaluate_export_publish_load(tiny_run: Path, tmp_path: Path) -> None:
     assert artifact.manifest.metrics["accuracy"] == pytest.approx(metrics["accuracy"])
     assert artifact.calibration.target_precision == 0.9
     assert artifact.manifest.int8["int8_agreement"] == export["int8_agreement"]
+    assert artifact.manifest.evaluation["split"] == "val"  # this run held nothing out
+    assert len(artifact.manifest.evaluation["data_sha256"]) == 64
+    assert "int8_gate" in artifact.manifest.int8  # judged on accuracy and precision
+    if export["int8_published"]:
+        assert artifact.manifest.int8_calibration is not None
     for name in ("report/index.html", "report/reliability.png", "report/predictions_grid.png"):
         assert name in artifact.files
