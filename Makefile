@@ -51,6 +51,10 @@ sample-model: $(BIN)/.installed
 ## demo: the main job on the embedded default — sample photos through the local moto stack.
 demo: sample-model
 	$(BIN)/python -m local_stack
+	@echo
+	@echo "Review the photos the model is unsure of, in a browser (two terminals):"
+	@echo "  $(BIN)/python -m local_stack --serve   # this demo kept up, plus a few unsure photos"
+	@echo "  $(BIN)/python -m review --open         # the console on it: http://127.0.0.1:8765/"
 
 ## bench: the side-by-side benchmarks (tens of minutes on a laptop; not part of the tests).
 ## BENCH_SCALE=1 runs the training benchmark at the reference's full dataset size (GPU box).

@@ -1,6 +1,6 @@
 """The local stack: the real handler on a moto server, end to end, on one machine.
 
-    python -m local_stack [--images DIR] [--model DEST_OR_VERSION] [--json]
+    python -m local_stack [--images DIR] [--model DEST_OR_VERSION] [--json] [--serve]
 
 1. Starts a moto server on 127.0.0.1 (a real HTTP endpoint; boto3 talks to it through
    ``AWS_ENDPOINT_URL``) and creates the bucket, queue, DLQ, table and bucket notification from
@@ -12,6 +12,9 @@
    only the messages the handler did not report in ``batchItemFailures`` (:func:`drain_queue`,
    which the reliability harness reuses with its own clients and handler).
 4. Prints the catalogue as a table, or one JSON object per line with ``--json``.
+5. With ``--serve``, keeps the moto server (and so the catalogue) up until Ctrl-C and writes where
+   it is to ``.cache/local-stack.json`` (:mod:`local_stack.state`), so that ``python -m review``
+   with no arguments opens the review console on this catalogue.
 
 The model is the latest version published in ``./artifacts`` unless ``--model`` names a folder, a
 version under ``./artifacts`` or an ``s3://`` location. Exit status: 0 when every message was
@@ -295,6 +298,28 @@ def write_sample_images(folder: Path, *, per_label: int = 2, seed: int = 7) -> P
     return folder
 
 
+def write_unsure_images(folder: Path, *, count: int = 8, seed: int = 11) -> Path:
+    """Photos a model is unsure of, for the review queue (``--serve``): half-and-half blends of
+    two products, and photos of no product at all (noise, a plain wall)."""
+    from PIL import Image
+
+    from model_build.sample_data import LABELS, draw_sample_image
+
+    rng = np.random.default_rng(seed)
+    target = folder / "unsure"
+    target.mkdir(parents=True, exist_ok=True)
+    for index in range(count):
+        first, second = rng.choice(len(LABELS), size=2, replace=False)
+        a = draw_sample_image(LABELS[first], rng, size=480)
+        b = draw_sample_image(LABELS[second], rng, size=480)
+        name = f"{LABELS[first]} or {LABELS[second]} {index}.jpg"
+        Image.blend(a, b, 0.5).save(target / name, quality=90)
+    noise = rng.integers(0, 256, size=(480, 480, 3), dtype=np.uint8)
+    Image.fromarray(noise).save(target / "no product - noise.jpg", quality=90)
+    Image.new("RGB", (480, 480), (200, 190, 170)).save(target / "no product - wall.jpg")
+    return folder
+
+
 # ------------------------------------------------------------------------------------ model ---
 
 
@@ -324,10 +349,14 @@ def resolve_model(
 
 
 def run_local_stack(
-    images: Path, model_uri: str, model_version: str | None
+    images: Path,
+    model_uri: str,
+    model_version: str | None,
+    hold: Callable[[str, Any, list[CatalogueItem]], None] | None = None,
 ) -> tuple[list[CatalogueItem], DrainStats, int, int]:
     """Upload ``images`` through a fresh local stack and drain it; returns the catalogue, the
-    drain statistics, the number of uploads and the DLQ's depth."""
+    drain statistics, the number of uploads and the DLQ's depth. ``hold(endpoint, resources,
+    items)``, when given, runs before the moto server stops (``--serve`` waits there)."""
     from handler import app
     from local_stack.resources import create_local_resources
 
@@ -352,6 +381,8 @@ def run_local_stack(
         )
         items = scan_items(local["dynamodb"], resources.table_name)
         dead = queue_depth(local["sqs"], resources.dead_letter_queue_url)
+        if hold is not None:
+            hold(endpoint, resources, items)
     return items, stats, uploaded, dead
 
 
@@ -385,6 +416,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--images", type=Path, help="folder of photos (default: generated samples)")
     parser.add_argument("--model", help="publish destination, version folder, version or s3://")
     parser.add_argument("--json", action="store_true", help="one JSON object per catalogue item")
+    parser.add_argument(
+        "--serve",
+        action="store_true",
+        help="keep the stack up until Ctrl-C (for `python -m review`); see local_stack.state",
+    )
     arguments = parser.parse_args(argv)
 
     model = resolve_model(arguments.model)
@@ -409,7 +445,10 @@ def main(argv: list[str] | None = None) -> int:
         contextlib.redirect_stdout(sys.stderr),
     ):
         images = arguments.images or write_sample_images(Path(scratch) / "images")
-        items, stats, uploaded, dead = run_local_stack(images, *model)
+        if arguments.serve and arguments.images is None:
+            write_unsure_images(images)  # something for the review console to show
+        hold = _serve(model[0], sys.__stdout__) if arguments.serve else None
+        items, stats, uploaded, dead = run_local_stack(images, *model, hold=hold)
 
     if arguments.json:
         for item in items:
@@ -424,6 +463,42 @@ def main(argv: list[str] | None = None) -> int:
             f"{stats.seconds:.1f} s ({uploaded / max(stats.seconds, 1e-9):.1f} images/s)",
         )
     return 0 if dead == 0 and len(items) == uploaded else 1
+
+
+def _serve(model_uri: str, stream: Any) -> Callable[[str, Any, list[CatalogueItem]], None]:
+    """``--serve``: print the catalogue, say where the stack is, wait for Ctrl-C."""
+    from local_stack.state import LocalStackState, remove_state, write_state
+
+    def hold(endpoint: str, resources: Any, items: list[CatalogueItem]) -> None:
+        statuses = Counter(item.status.value for item in items)
+        print(format_table(items), file=stream)
+        path = write_state(
+            LocalStackState(
+                endpoint_url=endpoint,
+                region=REGION,
+                bucket=resources.bucket,
+                table=resources.table_name,
+                queue_url=resources.queue_url,
+                model_uri=model_uri,
+                pid=os.getpid(),
+            )
+        )
+        counts = ", ".join(f"{status} {count}" for status, count in sorted(statuses.items()))
+        print(
+            f"\nThe local stack is up at {endpoint} ({counts}); its names are in {path}.\n"
+            "Review what needs a person: `python -m review` in another terminal. Ctrl-C stops.",
+            file=stream,
+            flush=True,
+        )
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            remove_state(path)
+
+    return hold
 
 
 if __name__ == "__main__":

@@ -113,12 +113,16 @@ def decide(
     reviewed_at: str | None = None,
 ) -> CatalogueItem | None:
     """Record the reviewer's ``choice`` for the version ``shown``; the written item, or ``None``
-    when the photo changed since it was shown (or was decided already)."""
-    if choice not in labels and choice not in (NOT_A_PRODUCT, UNUSABLE):
-        raise ValueError(f"unknown choice {choice!r}")
+    when the photo changed since it was shown (or was decided already).
+
+    ``choice`` is one of ``labels`` (the model's categories) or of the item's own top 3, or one of
+    :data:`NOT_A_PRODUCT` / :data:`UNUSABLE`; anything else is a ``ValueError``."""
     if not reviewer:
         raise ValueError("a decision names its reviewer")
     current = read_item(dynamodb, table, shown.bucket, shown.key)
+    known = set(labels) | {score.label for score in current.top3} if current else set(labels)
+    if choice not in known and choice not in (NOT_A_PRODUCT, UNUSABLE):
+        raise ValueError(f"unknown choice {choice!r}")
     if current is None or current.status is not Status.NEEDS_REVIEW or Shown.of(current) != shown:
         return None
     after = decided_item(current, choice, reviewer=reviewer, reviewed_at=reviewed_at or utc_now())

@@ -1,0 +1,125 @@
+"""``python -m review``: the review console, a web page on 127.0.0.1 for the NEEDS_REVIEW queue.
+
+    python -m review --table T --bucket B [--reviewer NAME] [--model DEST] [--port 8765]
+    python -m review          # the local stack that `python -m local_stack --serve` keeps up
+
+``T`` and ``B`` are the stack's ``CatalogueTableName`` and ``UploadsBucketName`` outputs; the
+operator's AWS credentials are used as usual, and the reviewer is their identity's ARN (STS
+GetCallerIdentity) unless ``--reviewer`` names someone. The category list is the labels of the
+published model (``--model``: a publish destination, folder or ``s3://``; default ``./artifacts``
+when it has one) plus every label in the queue's own top 3.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import webbrowser
+from pathlib import Path
+from typing import Any
+
+import boto3
+from botocore.config import Config
+
+from local_stack.state import read_state, state_path
+from review.console import Console, image_origin
+from review.server import DEFAULT_PORT, LOOPBACK, ReviewServer
+
+DEFAULT_ARTIFACTS = Path("artifacts")
+NO_STACK_HINT = (
+    "No --table/--bucket and no local stack running. Start one in another terminal with "
+    "`python -m local_stack --serve` (it writes {path}), or name the deployed stack's "
+    "table and bucket (outputs CatalogueTableName and UploadsBucketName)."
+)
+
+
+def model_labels(uri: str | None, s3_client: Any = None) -> list[str]:
+    """The published model's labels, or an empty list when there is no model to read."""
+    from contracts.artifact import ArtifactError, load_artifact
+
+    if uri is None:
+        if not (DEFAULT_ARTIFACTS / "latest.json").is_file():
+            return []
+        uri = str(DEFAULT_ARTIFACTS)
+    try:
+        return load_artifact(uri, only=("labels.json",), s3_client=s3_client).labels
+    except (ArtifactError, OSError) as error:
+        print(f"warning: no labels from {uri}: {error}", file=sys.stderr)
+        return []
+
+
+def caller_arn(session: boto3.session.Session) -> str:
+    return session.client("sts").get_caller_identity()["Arn"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m review", description=__doc__.split("\n")[0])
+    parser.add_argument("--table", help="catalogue table (stack output CatalogueTableName)")
+    parser.add_argument("--bucket", help="uploads bucket (stack output UploadsBucketName)")
+    parser.add_argument("--region", help="AWS region (default: your AWS configuration's)")
+    parser.add_argument("--reviewer", help="who decides (default: your AWS identity's ARN)")
+    parser.add_argument(
+        "--model", help="published model whose labels to offer (default ./artifacts)"
+    )
+    parser.add_argument("--host", default=LOOPBACK, help="address to bind (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="port (0: any free one)")
+    parser.add_argument("--open", action="store_true", help="open the page in a browser")
+    arguments = parser.parse_args(argv)
+
+    model_uri = arguments.model
+    if arguments.table and arguments.bucket:
+        session = boto3.session.Session(region_name=arguments.region)
+    elif arguments.table or arguments.bucket:
+        parser.error("--table and --bucket go together")
+    else:
+        state = read_state()
+        if state is None:
+            print(NO_STACK_HINT.format(path=state_path()), file=sys.stderr)
+            return 2
+        from local_stack.stack import point_boto3_at
+
+        point_boto3_at(state.endpoint_url)  # fake credentials: never real AWS
+        session = boto3.session.Session(region_name=state.region)
+        arguments.table, arguments.bucket = state.table, state.bucket
+        model_uri = model_uri or state.model_uri
+    endpoint = os.environ.get("AWS_ENDPOINT_URL")
+    dynamodb = session.client("dynamodb", endpoint_url=endpoint)
+    # SigV4 presigned URLs carry their own lifetime (X-Amz-Expires), as AWS recommends.
+    s3 = session.client("s3", endpoint_url=endpoint, config=Config(signature_version="s3v4"))
+    reviewer = arguments.reviewer or caller_arn(session)
+    console = Console(
+        dynamodb=dynamodb,
+        s3=s3,
+        table=arguments.table,
+        bucket=arguments.bucket,
+        reviewer=reviewer,
+        labels=model_labels(model_uri, s3_client=s3),
+    )
+    if arguments.host != LOOPBACK:
+        print(f"warning: serving on {arguments.host}, not only this machine", file=sys.stderr)
+    server = ReviewServer(
+        console,
+        host=arguments.host,
+        port=arguments.port,
+        image_origin=image_origin(s3, console.bucket),
+    )
+    remaining = console.progress()["remaining"]
+    print(
+        f"Review console for table {arguments.table}, bucket {arguments.bucket}: {server.url}\n"
+        f"{remaining} photos wait for review; deciding as {reviewer}. Ctrl-C stops.",
+        flush=True,
+    )
+    if arguments.open:
+        webbrowser.open(server.url)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
