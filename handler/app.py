@@ -40,16 +40,18 @@ from handler.events import (
     records_from_sqs_body,
 )
 from handler.settings import ConfigurationError, load_settings
-from handler.worker import RecordResult, Worker
+from handler.worker import Deadline, DeadlineExceeded, RecordResult, Worker
 
 SERVICE: Final[str] = "momee-cataloguer"
 os.environ.setdefault("POWERTOOLS_METRICS_NAMESPACE", "Momee/Cataloguer")
 
 logger = Logger(service=SERVICE)
 metrics = Metrics(service=SERVICE)
-# An entirely failed batch is reported item by item too, rather than raised: the effect on SQS is
-# the same (everything comes back) and callers see one response shape.
-processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
+# Powertools' default: an entirely failed batch raises BatchProcessingError instead of listing every
+# message in batchItemFailures. SQS retries every message either way; raising makes the
+# invocation count in Lambda's Errors metric, so an outage (DynamoDB or S3 failing every record)
+# trips FunctionErrorsAlarm within minutes instead of only filling the DLQ an hour later.
+processor = BatchProcessor(event_type=EventType.SQS)
 
 _worker: Worker | None = None
 
@@ -97,11 +99,10 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
 
 def handle_event(event: dict[str, Any], context: Any, worker: Worker) -> dict[str, Any]:
     started = time.perf_counter()
+    deadline = Deadline.from_context(context)
     if is_sqs_event(event):
-        response, results = _handle_sqs(event, context, worker)
-        _record_metrics(results, time.perf_counter() - started)
-        return response
-    results = worker.process(records_from_s3_event(event))
+        return _handle_sqs(event, context, worker, deadline, started)
+    results = worker.process(records_from_s3_event(event), deadline)
     for result in results:
         _log_result(result, message_id=None)
     _record_metrics(results, time.perf_counter() - started)
@@ -112,8 +113,12 @@ def handle_event(event: dict[str, Any], context: Any, worker: Worker) -> dict[st
 
 
 def _handle_sqs(
-    event: dict[str, Any], context: Any, worker: Worker
-) -> tuple[dict[str, Any], list[RecordResult]]:
+    event: dict[str, Any],
+    context: Any,
+    worker: Worker,
+    deadline: Deadline | None,
+    started: float,
+) -> dict[str, Any]:
     errors: dict[str, BaseException] = {}
     records: list[S3Record] = []
     owners: list[str] = []
@@ -130,21 +135,24 @@ def _handle_sqs(
         records.extend(parsed)
         owners.extend([message["messageId"]] * len(parsed))
 
-    results = worker.process(records)
+    results = worker.process(records, deadline)
     for owner, result in zip(owners, results, strict=True):
         _log_result(result, owner)
         if result.error is not None:
             errors.setdefault(owner, result.error)
+
+    malformed = sum(isinstance(error, MalformedEvent) for error in errors.values())
+    # Before the response is built: an entirely failed batch raises there.
+    _record_metrics(results, time.perf_counter() - started, malformed=malformed)
 
     def record_handler(record: SQSRecord) -> None:
         error = errors.get(record.message_id)
         if error is not None:
             raise error
 
-    response = process_partial_response(
+    return process_partial_response(
         event=event, record_handler=record_handler, processor=processor, context=context
     )
-    return response, results
 
 
 def _log_result(result: RecordResult, message_id: str | None) -> None:
@@ -173,24 +181,35 @@ def _log_result(result: RecordResult, message_id: str | None) -> None:
     )
 
 
-_METRIC_NAMES: Final[dict[str, str]] = {
+# One metric per outcome (handler.worker.Action; a test keeps the two in step), all in the
+# namespace Momee/Cataloguer, each published on every invocation (0 when nothing happened).
+OUTCOME_METRICS: Final[dict[str, str]] = {
     "catalogued": "Catalogued",
     "needs_review": "NeedsReview",
     "rejected": "Rejected",
-    "deleted": "Deleted",
+    "tombstoned": "Tombstoned",
     "stale": "StaleEvents",
+    "object_missing": "ObjectMissing",
+    "object_recreated": "ObjectRecreated",
+    "ignored": "Ignored",
 }
 
 
-def _record_metrics(results: list[RecordResult], seconds: float) -> None:
+def _record_metrics(results: list[RecordResult], seconds: float, *, malformed: int = 0) -> None:
     counts = Counter(r.outcome.action for r in results if r.outcome is not None)
-    for action, name in _METRIC_NAMES.items():
+    for action, name in OUTCOME_METRICS.items():
         metrics.add_metric(name=name, unit=MetricUnit.Count, value=counts.get(action, 0))
-    metrics.add_metric(
-        name="FailedRecords",
-        unit=MetricUnit.Count,
-        value=sum(r.error is not None for r in results),
-    )
+    extra = {
+        # Catalogued from what S3 holds now, not the bytes the event described (a 412).
+        "ObjectReplaced": sum(r.outcome is not None and r.outcome.replaced for r in results),
+        # Records that will be retried; DeadlineExceeded is the part the deadline gave up on.
+        "FailedRecords": sum(r.error is not None for r in results),
+        "DeadlineExceeded": sum(isinstance(r.error, DeadlineExceeded) for r in results),
+        # Messages that are not S3 notifications: they fail alone and end in the DLQ.
+        "MalformedMessages": malformed,
+    }
+    for name, value in extra.items():
+        metrics.add_metric(name=name, unit=MetricUnit.Count, value=value)
     metrics.add_metric(name="BatchLatency", unit=MetricUnit.Milliseconds, value=seconds * 1000)
 
 

@@ -21,13 +21,21 @@ For one invocation's records:
 
 A failure on one record (throttling, a 5xx, a timeout, anything unexpected) is kept as that
 record's error and does not stop the others; the caller reports it back to SQS.
+
+**Deadline.** The handler passes a :class:`Deadline` from the Lambda context's remaining time.
+Fetches and decodes not finished :data:`FETCH_RESERVE_SECONDS` before the end are given up
+(those not started are cancelled; one already decoding finishes in the background, as Python
+threads cannot be stopped) and no write starts later than :data:`WRITE_RESERVE_SECONDS` before
+the end. Records given up fail with :class:`DeadlineExceeded`, so SQS redelivers only their
+messages instead of the whole batch timing out.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, replace
 from typing import Any, Final, Literal
 
 import numpy as np
@@ -44,6 +52,27 @@ from handler.events import S3Record
 IO_THREADS: Final[int] = 4
 _MISSING_CODES: Final[frozenset[str]] = frozenset({"404", "NoSuchKey", "NotFound", "NoSuchVersion"})
 _REPLACED_CODES: Final[frozenset[str]] = frozenset({"412", "PreconditionFailed"})
+# GetObject on an object in S3 Glacier Flexible Retrieval, S3 Glacier Deep Archive or the
+# Intelligent-Tiering Archive / Deep Archive Access tiers: "before you can retrieve the object you
+# must first restore a copy using RestoreObject. Otherwise, this operation returns an
+# InvalidObjectState error." (Amazon S3 API Reference, GetObject; botocore's
+# S3.Client.exceptions.InvalidObjectState). A retry in minutes cannot change that.
+_ARCHIVED_CODES: Final[frozenset[str]] = frozenset({"InvalidObjectState"})
+# GetObject on an SSE-C object without the customer's key: HTTP 400 InvalidRequest, "The object
+# was stored using a form of Server Side Encryption. The correct parameters must be provided to
+# retrieve the object." (Amazon S3 User Guide, "Using server-side encryption with customer-provided
+# keys (SSE-C)": "When you retrieve an object, you must provide the same encryption key as part of
+# your request.") The worker never holds sellers' keys. InvalidRequest is matched together with
+# that message, because S3 uses the code for other malformed requests too.
+_SSE_C_CODE: Final[str] = "InvalidRequest"
+_SSE_C_MESSAGE: Final[str] = "server side encryption"
+
+# Time kept back from the invocation's remaining time (seconds): fetches and decodes still
+# running this long before the end are given up, leaving room for the batched inference (well
+# under a second for 10 photos) and the writes; no write starts later than WRITE_RESERVE_SECONDS
+# before the end (a conditional UpdateItem takes milliseconds, botocore's retries a few seconds).
+FETCH_RESERVE_SECONDS: Final[float] = 10.0
+WRITE_RESERVE_SECONDS: Final[float] = 3.0
 
 Action = Literal[
     "catalogued",  # written, CATALOGUED
@@ -51,8 +80,7 @@ Action = Literal[
     "rejected",  # written, REJECTED with a reason
     "tombstoned",  # the object is gone: its item is now a DELETED tombstone (see handler.catalogue)
     "stale",  # a newer event already wrote this key, or this exact result is already there
-    "object_missing",  # the object is gone; its delete event removes (or removed) the item
-    "object_replaced",  # the object changed since this event; the newer event catalogues it
+    "object_missing",  # the object is gone; its delete event tombstones (or did) the item
     "object_recreated",  # a delete event, but the key was uploaded again since
     "ignored",  # an event kind the catalogue does not react to
 ]
@@ -62,6 +90,42 @@ Action = Literal[
 class Outcome:
     action: Action
     item: CatalogueItem | None = None
+    # The object had been replaced since the event (GetObject IfMatch answered 412): the item
+    # describes the bytes that are there now, under this event's order.
+    replaced: bool = False
+
+
+class DeadlineExceeded(RuntimeError):
+    """The record was not reached before the invocation's deadline; SQS delivers it again."""
+
+
+@dataclass(frozen=True)
+class Deadline:
+    """When, on :func:`time.monotonic`'s clock, to stop waiting for fetches and starting writes."""
+
+    fetch_by: float
+    write_by: float
+
+    @classmethod
+    def from_remaining(cls, remaining_ms: float) -> Deadline:
+        end = time.monotonic() + remaining_ms / 1000
+        return cls(fetch_by=end - FETCH_RESERVE_SECONDS, write_by=end - WRITE_RESERVE_SECONDS)
+
+    @classmethod
+    def from_context(cls, context: Any) -> Deadline | None:
+        """From a Lambda context; ``None`` (no deadline) when it cannot tell the time left."""
+        remaining = getattr(context, "get_remaining_time_in_millis", None)
+        if remaining is None:
+            return None
+        return cls.from_remaining(float(remaining()))
+
+
+@dataclass(frozen=True)
+class ObjectRefused:
+    """S3 will not hand over this object's bytes, and no retry can change that."""
+
+    reason: str  # "archived" | "encrypted": the REJECTED item's reason
+    detail: str
 
 
 @dataclass(frozen=True)
@@ -76,9 +140,14 @@ class RecordResult:
 @dataclass(frozen=True)
 class _Fetched:
     etag: str | None
-    size: int
+    size: int | None
     decoded: DecodedImage | None = None
-    rejection: ImageRejected | None = None
+    rejection: ImageRejected | ObjectRefused | None = None
+    replaced: bool = False
+
+
+class _Replaced(Exception):
+    """GetObject/HeadObject with IfMatch answered 412: the key holds other bytes now."""
 
 
 class Worker:
@@ -109,15 +178,18 @@ class Worker:
     def close(self) -> None:
         self._pool.shutdown(wait=False)
 
-    def process(self, records: Sequence[S3Record]) -> list[RecordResult]:
-        """Process every record; the result list is in the same order as ``records``."""
+    def process(
+        self, records: Sequence[S3Record], deadline: Deadline | None = None
+    ) -> list[RecordResult]:
+        """Process every record; the result list is in the same order as ``records``. Records not
+        reached before ``deadline`` fail with :class:`DeadlineExceeded`."""
         results: list[RecordResult | None] = [None] * len(records)
         fetched: dict[int, _Fetched] = {}
         created = [i for i, record in enumerate(records) if record.is_created]
         futures = {i: self._pool.submit(self._fetch, records[i]) for i in created}
         for i, future in futures.items():
             try:
-                value = future.result()
+                value = _result_by(future, deadline)
             except Exception as error:  # kept per record and reported to SQS
                 results[i] = RecordResult(records[i], error=error)
                 continue
@@ -139,9 +211,16 @@ class Worker:
                 by_key.setdefault((record.bucket, record.key), []).append(i)
 
         def settle(indices: list[int]) -> list[tuple[int, RecordResult]]:
-            return [
-                (i, self._settle(records[i], fetched.get(i), predictions.get(i))) for i in indices
-            ]
+            settled = []
+            for i in indices:
+                if deadline is not None and time.monotonic() > deadline.write_by:
+                    error = DeadlineExceeded("no time left to write it before the deadline")
+                    settled.append((i, RecordResult(records[i], error=error)))
+                else:
+                    settled.append(
+                        (i, self._settle(records[i], fetched.get(i), predictions.get(i)))
+                    )
+            return settled
 
         for settled in self._pool.map(settle, by_key.values()):
             for i, result in settled:
@@ -163,13 +242,25 @@ class Worker:
         return RecordResult(record, outcome=outcome)
 
     def _fetch(self, record: S3Record) -> _Fetched | Outcome:
+        try:
+            return self._read(record, if_match=True)
+        except _Replaced:
+            # Replaced since the event. S3 may have announced only one of two quick PUTs ("If two
+            # writes are made to a single non-versioned object at the same time, it is possible
+            # that only a single event notification will be sent." - Amazon S3 User Guide,
+            # "Amazon S3 Event Notifications"), so catalogue what is there now; the write keeps
+            # this event's order, which every later event of the key beats.
+            fetched = self._read(record, if_match=False)
+            return replace(fetched, replaced=True) if isinstance(fetched, _Fetched) else fetched
+
+    def _read(self, record: S3Record, *, if_match: bool) -> _Fetched | Outcome:
         conditions: dict[str, str] = {}
         if record.version_id:
             conditions["VersionId"] = record.version_id
-        if record.etag:
+        if record.etag and if_match:
             conditions["IfMatch"] = f'"{record.etag.strip(chr(34))}"'
         try:
-            if record.size is not None and record.size > self.max_image_bytes:
+            if if_match and record.size is not None and record.size > self.max_image_bytes:
                 # Too large by the event's own size: only confirm the object is still this one.
                 response = self.s3.head_object(Bucket=record.bucket, Key=record.key, **conditions)
                 body = None
@@ -187,11 +278,18 @@ class Worker:
                 return _Fetched(etag=etag, size=size, rejection=rejection)
             data = body.read() if body is not None else b""
         except ClientError as error:
-            code = str(error.response.get("Error", {}).get("Code", ""))
+            details = error.response.get("Error", {})
+            code = str(details.get("Code", ""))
             if code in _MISSING_CODES:
                 return Outcome("object_missing")
             if code in _REPLACED_CODES:
-                return Outcome("object_replaced")
+                raise _Replaced from error
+            if code in _ARCHIVED_CODES:
+                refusal = ObjectRefused("archived", f"{code}: {details.get('Message', '')}")
+                return _Fetched(etag=record.etag, size=record.size, rejection=refusal)
+            if code == _SSE_C_CODE and _SSE_C_MESSAGE in str(details.get("Message", "")).lower():
+                refusal = ObjectRefused("encrypted", f"{code}: {details.get('Message', '')}")
+                return _Fetched(etag=record.etag, size=record.size, rejection=refusal)
             raise
         try:
             image = decode_image(
@@ -241,7 +339,7 @@ class Worker:
             )
             action = "needs_review" if needs_review else "catalogued"
         written = catalogue.write_item(self.dynamodb, self.table, item, backfill=record.is_backfill)
-        return Outcome(action, item) if written else Outcome("stale", item)
+        return Outcome(action if written else "stale", item, replaced=fetched.replaced)
 
     def _remove(self, record: S3Record) -> Outcome:
         if self._exists(record):
@@ -258,3 +356,16 @@ class Worker:
         written = catalogue.write_tombstone(self.dynamodb, self.table, item)
         # A delete older than the stored item changes nothing: a newer upload is catalogued.
         return Outcome("tombstoned", item) if written else Outcome("stale", item)
+
+
+def _result_by(future: Future[Any], deadline: Deadline | None) -> Any:
+    """The future's result, or :class:`DeadlineExceeded` once the fetch deadline has passed."""
+    if deadline is None:
+        return future.result()
+    try:
+        return future.result(timeout=max(0.0, deadline.fetch_by - time.monotonic()))
+    except TimeoutError:
+        if future.done():  # the fetch itself raised TimeoutError: an ordinary failure
+            raise
+        future.cancel()  # not started yet: it never will be; running: it ends on its own
+        raise DeadlineExceeded("not fetched and decoded before the deadline") from None

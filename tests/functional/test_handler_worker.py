@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +18,7 @@ from botocore.exceptions import ClientError
 from moto import mock_aws
 from PIL import Image
 
-from contracts.catalogue import CatalogueItem, Status
+from contracts.catalogue import CatalogueItem, Status, event_order
 from handler import app
 from handler.catalogue import read_item, scan_items
 from handler.settings import ConfigurationError
@@ -499,7 +500,8 @@ def test_failed_messages_reach_the_dead_letter_queue(stack: Stack) -> None:
         "before-parameter-build.dynamodb.UpdateItem",
         _raise_for("uploads/doomed.jpg", "UpdateItem", "InternalServerError", 500),
     )
-    stats = stack.drain()
+    # (A batch whose every record failed fails the invocation, as Lambda sees it: see below.)
+    stats = stack.drain(handler_errors_are_failures=True)
     assert stats.returned == 5  # the template's maxReceiveCount
     assert queue_depth(stack.sqs, stack.resources.dead_letter_queue_url) == 1
     assert stack.items() == {}
@@ -767,3 +769,258 @@ def test_create_read_before_a_delete_but_written_after_it_cannot_resurrect(stack
     # ... which buyers' listings, the review queue and the local stack's printout never show.
     assert all(key not in listed(stack, label) for label in LABELS)
     assert key not in stack.items()
+
+
+def test_one_notification_for_two_quick_puts_catalogues_what_is_there(stack: Stack) -> None:
+    # GIVEN two quick PUTs to one key of an unversioned bucket, of which S3 announced only the
+    # first ("If two writes are made to a single non-versioned object at the same time, it is
+    # possible that only a single event notification will be sent." - Amazon S3 User Guide)
+    key = "uploads/twice.jpg"
+    first = stack.put(key, jpeg("bathtub", 1))
+    second = stack.put(key, jpeg("stroller", 2))
+    stack.purge()
+    only = s3_record(stack.bucket, key, sequencer="0A", etag=first)
+    # WHEN the worker gets that one event (GetObject IfMatch the first ETag answers 412)
+    assert failed_ids(invoke(message_event({"Records": [only]}))) == []
+    # THEN what is in S3 now is catalogued, under the event's own order ...
+    item = stack.item(key)
+    assert item is not None
+    assert item.status is Status.CATALOGUED
+    assert (item.etag, item.event_order) == (second, event_order("0A", None))
+    # ... so a redelivery of that event is a no-op and any genuinely newer event still wins.
+    assert failed_ids(invoke(message_event({"Records": [only]}))) == []
+    assert stack.item(key) == item
+    third = stack.put(key, jpeg("walkers", 3))
+    newer = s3_record(stack.bucket, key, sequencer="0B", etag=third)
+    assert failed_ids(invoke(message_event({"Records": [newer]}))) == []
+    latest = stack.item(key)
+    assert latest is not None
+    assert (latest.etag, latest.event_order) == (third, event_order("0B", None))
+    # An older event arriving late reads the newest bytes too, and is stale.
+    assert failed_ids(invoke(message_event({"Records": [only]}))) == []
+    assert stack.item(key) == latest
+
+
+def test_archived_object_is_rejected_not_retried(stack: Stack) -> None:
+    # GIVEN an object in an archive storage class: GetObject answers 403 InvalidObjectState until
+    # someone restores it, so five retries can only fill the DLQ
+    key = "uploads/archived.jpg"
+    etag = stack.s3.put_object(Bucket=stack.bucket, Key=key, Body=jpeg(), StorageClass="GLACIER")
+    stack.purge()
+    record = s3_record(stack.bucket, key, sequencer="0A", etag=etag["ETag"].strip('"'))
+    # WHEN its event is processed
+    response = invoke(message_event({"Records": [record]}))
+    # THEN it becomes a REJECTED item with a reason, and the message is done
+    assert failed_ids(response) == []
+    item = stack.item(key)
+    assert item is not None
+    assert (item.status, item.reason, item.category) == (Status.REJECTED, "archived", None)
+
+
+def _sse_c_refusal(params: dict[str, Any], **_: Any) -> None:
+    raise ClientError(
+        {
+            "Error": {
+                "Code": "InvalidRequest",
+                "Message": "The object was stored using a form of Server Side Encryption. The"
+                " correct parameters must be provided to retrieve the object.",
+            },
+            "ResponseMetadata": {"HTTPStatusCode": 400},
+        },
+        "GetObject",
+    )
+
+
+def test_object_encrypted_with_a_customer_key_is_rejected_not_retried(stack: Stack) -> None:
+    # GIVEN an object uploaded with SSE-C (moto does not enforce SSE-C: S3's answer is injected)
+    key = "uploads/sse-c.jpg"
+    etag = stack.put(key, jpeg())
+    stack.purge()
+    worker = app.get_worker()
+    worker.s3.meta.events.register("before-parameter-build.s3.GetObject", _sse_c_refusal)
+    record = s3_record(stack.bucket, key, sequencer="0A", etag=etag)
+    # WHEN its event is processed
+    response = invoke(message_event({"Records": [record]}))
+    # THEN it is REJECTED ("encrypted"): the worker never holds the seller's key
+    assert failed_ids(response) == []
+    item = stack.item(key)
+    assert item is not None
+    assert (item.status, item.reason) == (Status.REJECTED, "encrypted")
+
+
+def test_access_denied_is_retried_not_rejected(stack: Stack) -> None:
+    # A 403 AccessDenied is a configuration fault (role, bucket policy, KMS key policy) that an
+    # operator fixes; rejecting would mark good photos REJECTED for good. It stays a retry.
+    key, fine = "uploads/denied.jpg", "uploads/fine.jpg"
+    bodies = [
+        {"Records": [s3_record(stack.bucket, name, sequencer="0A", etag=stack.put(name, jpeg()))]}
+        for name in (key, fine)
+    ]
+    stack.purge()
+    app.get_worker().s3.meta.events.register(
+        "before-parameter-build.s3.GetObject", _raise_for(key, "GetObject", "AccessDenied", 403)
+    )
+    assert failed_ids(invoke(message_event(*bodies))) == ["message-0"]
+    assert stack.item(key) is None
+    assert stack.item(fine) is not None
+
+
+@dataclass(frozen=True)
+class ShortContext(LocalContext):
+    """A Lambda context whose invocation has ``remaining_ms`` left (the real one counts down)."""
+
+    remaining_ms: int = 60_000
+
+    def get_remaining_time_in_millis(self) -> int:  # type: ignore[override]
+        return self.remaining_ms
+
+
+def test_records_not_reached_by_the_deadline_fail_alone(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from handler import worker as worker_module
+
+    # GIVEN a batch where one photo decodes slowly and the invocation has little time left
+    keys = [f"uploads/deadline-{index}.jpg" for index in range(4)]
+    slow_bytes = jpeg("stroller", 99)
+    bodies = []
+    for index, key in enumerate(keys):
+        data = slow_bytes if index == 1 else jpeg(LABELS[index], index)
+        etag = stack.put(key, data)
+        bodies.append({"Records": [s3_record(stack.bucket, key, sequencer=f"0{index}", etag=etag)]})
+    stack.purge()
+    decode = worker_module.decode_image
+
+    def slow_decode(data: bytes, **options: Any) -> Any:
+        if data == slow_bytes:
+            time.sleep(4.0)
+        return decode(data, **options)
+
+    monkeypatch.setattr(worker_module, "decode_image", slow_decode)
+    app.get_worker()  # the container is warm
+    budget_ms = int(1000 * (worker_module.FETCH_RESERVE_SECONDS + 1.0))  # 1 s to fetch & decode
+    # WHEN the handler runs
+    started = time.monotonic()
+    response = app.lambda_handler(message_event(*bodies), ShortContext(remaining_ms=budget_ms))
+    elapsed = time.monotonic() - started
+    # THEN it returns in time, the slow record's message is reported for retry, the rest are done
+    assert elapsed < budget_ms / 1000
+    assert failed_ids(response) == ["message-1"]
+    assert set(stack.items()) == {keys[0], keys[2], keys[3]}
+
+
+# --------------------------------------------------------- issue 9: what operators must see ---
+
+
+def test_every_outcome_has_a_metric() -> None:
+    from typing import get_args
+
+    from handler.worker import Action
+
+    assert set(get_args(Action)) == set(app.OUTCOME_METRICS)
+    assert len(set(app.OUTCOME_METRICS.values())) == len(app.OUTCOME_METRICS)
+
+
+def test_outcomes_are_counted_in_metrics(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
+    # GIVEN a batch with a missing object, a re-uploaded key's old delete, an ignored event kind,
+    # a replaced object, a delete, a malformed message and a record that fails
+    counted: dict[str, float] = {}
+
+    def add_metric(name: str, unit: Any, value: float) -> None:
+        counted[name] = counted.get(name, 0) + value
+
+    monkeypatch.setattr(app.metrics, "add_metric", add_metric)
+    missing = s3_record(stack.bucket, "uploads/never-there.jpg", sequencer="0A", etag="e")
+    again = "uploads/again.jpg"
+    stack.put(again, jpeg())
+    recreated = s3_record(
+        stack.bucket, again, name="ObjectRemoved:Delete", sequencer="0A", etag=None
+    )
+    ignored = s3_record(
+        stack.bucket, again, name="ObjectRestore:Completed", sequencer="0A", etag="e"
+    )
+    replaced_key = "uploads/replaced.jpg"
+    old = stack.put(replaced_key, jpeg("bathtub", 1))
+    stack.put(replaced_key, jpeg("walkers", 2))
+    replaced = s3_record(stack.bucket, replaced_key, sequencer="0A", etag=old)
+    gone = s3_record(
+        stack.bucket, "uploads/gone.jpg", name="ObjectRemoved:Delete", sequencer="0A", etag=None
+    )
+    failing_key = "uploads/failing.jpg"
+    failing = s3_record(
+        stack.bucket, failing_key, sequencer="0A", etag=stack.put(failing_key, jpeg())
+    )
+    stack.purge()
+    app.get_worker().dynamodb.meta.events.register(
+        "before-parameter-build.dynamodb.UpdateItem",
+        _raise_for(failing_key, "UpdateItem", "InternalServerError", 500),
+    )
+    event = message_event(
+        {"Records": [missing, recreated, ignored, replaced, gone]}, {"Records": [failing]}
+    )
+    event["Records"].append(dict(event["Records"][0], messageId="garbage", body="{"))
+    # WHEN it is handled
+    assert sorted(failed_ids(invoke(event))) == ["garbage", "message-1"]
+    # THEN every outcome moved its metric
+    expected = {
+        "ObjectMissing": 1,
+        "ObjectRecreated": 1,
+        "Ignored": 1,
+        "ObjectReplaced": 1,
+        "Catalogued": 1,
+        "Tombstoned": 1,
+        "FailedRecords": 1,
+        "MalformedMessages": 1,
+    }
+    assert {name: counted.get(name) for name in expected} == expected
+
+
+def test_a_batch_that_fails_entirely_fails_the_invocation(stack: Stack) -> None:
+    # Powertools' default, restored: an entirely failed batch raises, so Lambda's Errors metric
+    # (FunctionErrorsAlarm) sees an outage; SQS retries every message either way.
+    from aws_lambda_powertools.utilities.batch.exceptions import BatchProcessingError
+
+    key = "uploads/outage.jpg"
+    etag = stack.put(key, jpeg())
+    stack.purge()
+    app.get_worker().dynamodb.meta.events.register(
+        "before-parameter-build.dynamodb.UpdateItem",
+        _raise_for(key, "UpdateItem", "InternalServerError", 500),
+    )
+    event = message_event({"Records": [s3_record(stack.bucket, key, sequencer="0A", etag=etag)]})
+    event["Records"].append(dict(event["Records"][0], messageId="garbage", body="{"))
+    with pytest.raises(BatchProcessingError):
+        invoke(event)
+
+
+def test_failed_cold_start_moves_messages_to_the_dlq_and_a_redrive_catalogues_them(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # What the README promises for a cold start that fails (bad model, missing table): every
+    # invocation fails, so each receive counts; after maxReceiveCount (5) the messages are in
+    # the DLQ (about an hour on AWS, visibility timeout 730 s), nothing is written, and once the
+    # configuration is fixed a redrive catalogues them.
+    keys = [f"uploads/cold-{index}.jpg" for index in range(3)]
+    stack.drain()  # S3's TestEvent
+    for key in keys:
+        stack.put(key, jpeg())
+    monkeypatch.setenv("CATALOGUE_TABLE", "no-such-table")
+    app.reset_worker()
+    stats = stack.drain(handler_errors_are_failures=True)
+    assert stats.handler_errors == stats.batches >= 5
+    assert queue_depth(stack.sqs, stack.resources.queue_url) == 0
+    assert queue_depth(stack.sqs, stack.resources.dead_letter_queue_url) == len(keys)
+    assert stack.items() == {}
+    # Fixed; the operator moves the DLQ back (sqs start-message-move-task, done by hand here:
+    # moto has no move tasks).
+    monkeypatch.setenv("CATALOGUE_TABLE", stack.resources.table_name)
+    app.reset_worker()
+    dlq = stack.resources.dead_letter_queue_url
+    while messages := stack.sqs.receive_message(QueueUrl=dlq, MaxNumberOfMessages=10).get(
+        "Messages"
+    ):
+        for message in messages:
+            stack.sqs.send_message(QueueUrl=stack.resources.queue_url, MessageBody=message["Body"])
+            stack.sqs.delete_message(QueueUrl=dlq, ReceiptHandle=message["ReceiptHandle"])
+    assert stack.drain().returned == 0
+    assert set(stack.items()) == set(keys)
