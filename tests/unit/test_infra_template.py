@@ -413,7 +413,6 @@ def test_role_grants_exactly_what_the_worker_uses() -> None:
         ("dynamodb:DescribeTable", table),
         ("dynamodb:GetItem", table),
         ("dynamodb:UpdateItem", table),
-        ("dynamodb:DeleteItem", table),
         ("sqs:ReceiveMessage", queue),
         ("sqs:DeleteMessage", queue),
         ("sqs:GetQueueAttributes", queue),
