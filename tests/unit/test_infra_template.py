@@ -505,26 +505,63 @@ def test_table_is_on_demand_recoverable_and_encrypted() -> None:
     assert table["SSESpecification"]["SSEEnabled"] is True
 
 
-def test_alarms_watch_the_dlq_function_errors_and_queue_age() -> None:
+def alarms() -> dict[str, dict[str, Any]]:
+    return {
+        logical_id: resource["Properties"]
+        for logical_id, resource in RESOURCES.items()
+        if resource["Type"] == "AWS::CloudWatch::Alarm"
+    }
+
+
+def test_alarms_watch_the_dlq_function_errors_throttles_queue_ages_and_failed_records() -> None:
     watched = {
         (p["Namespace"], p["MetricName"], repr(p["Dimensions"][0]["Value"]))
-        for p in (
-            r["Properties"] for r in RESOURCES.values() if r["Type"] == "AWS::CloudWatch::Alarm"
-        )
+        for p in alarms().values()
     }
+    dlq = repr({"Fn::GetAtt": ["CatalogueDeadLetterQueue", "QueueName"]})
     assert watched == {
-        (
-            "AWS/SQS",
-            "ApproximateNumberOfMessagesVisible",
-            repr({"Fn::GetAtt": ["CatalogueDeadLetterQueue", "QueueName"]}),
-        ),
+        ("AWS/SQS", "ApproximateNumberOfMessagesVisible", dlq),
+        ("AWS/SQS", "ApproximateAgeOfOldestMessage", dlq),
         ("AWS/Lambda", "Errors", repr({"Ref": "CatalogueFunction"})),
+        ("AWS/Lambda", "Throttles", repr({"Ref": "CatalogueFunction"})),
         (
             "AWS/SQS",
             "ApproximateAgeOfOldestMessage",
             repr({"Fn::GetAtt": ["CatalogueQueue", "QueueName"]}),
         ),
+        # handler/app.py's Powertools metric, namespace and service as the function sets them
+        ("Momee/Cataloguer", "FailedRecords", repr("momee-cataloguer")),
     }
+    for alarm in alarms().values():
+        assert alarm["TreatMissingData"] == "notBreaching"
+        assert alarm["AlarmActions"] == alarm["OKActions"]
+
+
+def test_an_outage_or_a_failed_cold_start_alarms_within_minutes() -> None:
+    # A cold start that fails raises in every invocation, and so does a batch whose every record
+    # failed (handler/app.py keeps Powertools' default): Lambda's Errors metric sees both.
+    errors = properties("FunctionErrorsAlarm")
+    assert errors["Period"] * errors["EvaluationPeriods"] <= 300
+    assert (errors["Statistic"], errors["Threshold"]) == ("Sum", 0)
+    assert errors["ComparisonOperator"] == "GreaterThanThreshold"
+    throttles = properties("FunctionThrottlesAlarm")
+    assert throttles["Period"] * throttles["EvaluationPeriods"] <= 300
+    # Records failing steadily (some, not all, of each batch) alarm within 15 minutes.
+    failed = properties("FailedRecordsAlarm")
+    assert failed["Period"] * failed["EvaluationPeriods"] <= 900
+    variables = properties("CatalogueFunction")["Environment"]["Variables"]
+    assert failed["Namespace"] == variables["POWERTOOLS_METRICS_NAMESPACE"]
+    assert failed["Dimensions"] == [
+        {"Name": "service", "Value": variables["POWERTOOLS_SERVICE_NAME"]}
+    ]
+
+
+def test_dlq_age_alarm_fires_well_before_messages_expire() -> None:
+    age = properties("DeadLetterQueueAgeAlarm")
+    retention = properties("CatalogueDeadLetterQueue")["MessageRetentionPeriod"]
+    assert age["Statistic"] == "Maximum"
+    # At least 3 days left to fix the cause and redrive before SQS deletes the oldest message.
+    assert age["Threshold"] <= retention - 3 * 24 * 3600
 
 
 def test_outputs_name_everything_an_operator_needs() -> None:
