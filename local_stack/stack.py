@@ -29,6 +29,7 @@ import json
 import logging
 import mimetypes
 import os
+import signal
 import sys
 import tempfile
 import time
@@ -298,7 +299,7 @@ def write_sample_images(folder: Path, *, per_label: int = 2, seed: int = 7) -> P
     return folder
 
 
-def write_unsure_images(folder: Path, *, count: int = 8, seed: int = 11) -> Path:
+def write_unsure_images(folder: Path, *, count: int = 16, seed: int = 11) -> Path:
     """Photos a model is unsure of, for the review queue (``--serve``): half-and-half blends of
     two products, and photos of no product at all (noise, a plain wall)."""
     from PIL import Image
@@ -315,8 +316,8 @@ def write_unsure_images(folder: Path, *, count: int = 8, seed: int = 11) -> Path
         name = f"{LABELS[first]} or {LABELS[second]} {index}.jpg"
         Image.blend(a, b, 0.5).save(target / name, quality=90)
     noise = rng.integers(0, 256, size=(480, 480, 3), dtype=np.uint8)
-    Image.fromarray(noise).save(target / "no product - noise.jpg", quality=90)
-    Image.new("RGB", (480, 480), (200, 190, 170)).save(target / "no product - wall.jpg")
+    Image.fromarray(noise).save(target / "z no product - noise.jpg", quality=90)
+    Image.new("RGB", (480, 480), (200, 190, 170)).save(target / "z no product - wall.jpg")
     return folder
 
 
@@ -465,6 +466,10 @@ def main(argv: list[str] | None = None) -> int:
     return 0 if dead == 0 and len(items) == uploaded else 1
 
 
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
 def _serve(model_uri: str, stream: Any) -> Callable[[str, Any, list[CatalogueItem]], None]:
     """``--serve``: print the catalogue, say where the stack is, wait for Ctrl-C."""
     from local_stack.state import LocalStackState, remove_state, write_state
@@ -490,6 +495,7 @@ def _serve(model_uri: str, stream: Any) -> Callable[[str, Any, list[CatalogueIte
             file=stream,
             flush=True,
         )
+        signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops it as Ctrl-C does
         try:
             while True:
                 time.sleep(3600)
