@@ -7,12 +7,18 @@ direct S3 event. Thin on purpose; the work is in :mod:`handler.worker`.
   ``batchItemFailures`` and SQS redelivers only them (to the DLQ after the queue's limit).
   Retrying a whole multi-record message is safe: its records that did succeed are written again
   as no-ops, because catalogue writes are conditional on event order (:mod:`handler.catalogue`).
-  A message that is not an S3 notification fails the same way and ends in the DLQ, not dropped.
+  A message that is not an S3 notification (whatever is wrong inside it) fails the same way, alone,
+  and ends in the DLQ, not dropped. When every message of the batch failed, the invocation raises
+  (Powertools' default), so Lambda's ``Errors`` metric and its alarm see the outage.
+  The invocation's deadline comes from ``context.get_remaining_time_in_millis()``
+  (:class:`handler.worker.Deadline`): records not reached in time fail alone.
 * **Direct S3 invocation**: any failed record fails the invocation, so Lambda's own retry of
   asynchronous invocations applies.
 * **Cold start** (settings, model, table check) happens once per container, in the init phase
   when running on Lambda. If it fails, every invocation fails with the same one-line
-  ``ConfigurationError`` and nothing is written; the messages stay in the queue.
+  ``ConfigurationError`` and nothing is written. Every receive of a message counts, so after the
+  queue's ``maxReceiveCount`` (5; about an hour on AWS) the messages are in the DLQ, to be
+  redriven once the configuration is fixed; ``FunctionErrorsAlarm`` fires within 5 minutes.
 """
 
 from __future__ import annotations

@@ -1,5 +1,7 @@
 """Issue 6, item 5: a badly configured worker fails at cold start with one clear message, and
-the messages stay in the queue: nothing is written with a broken model or to the wrong place."""
+no message is deleted: nothing is written with a broken model or to the wrong place. (Each failed
+receive counts towards the DLQ: tests/functional/test_handler_worker.py follows them there and
+back.)"""
 
 from __future__ import annotations
 
