@@ -146,6 +146,9 @@ def audit_dataset(
         "tiny_total": len(tiny),
         "warnings": warnings,
         "notes": list(dataset.notes),
+        # More training data (--data given more than once), and how much came from review.
+        "extra": [extra.summary() for extra in dataset.extra],
+        "from_review": _from_review(usable),
     }
     if out_dir is not None:
         out_dir = Path(out_dir)
@@ -215,6 +218,12 @@ def plot_counts(counts: dict[str, dict[str, int]], path: Path) -> None:
     pyplot.close(figure)
 
 
+def _from_review(dataset: Dataset) -> int:
+    """Train images that came from a reviewed-dataset export."""
+    reviewed = {str(extra.root) for extra in dataset.extra if extra.reviewed}
+    return sum(1 for sample in dataset.splits.get("train", ()) if sample.source in reviewed)
+
+
 def print_report(report: dict, stream=None) -> None:
     """A human-readable summary of an audit report."""
     stream = stream or sys.stdout
@@ -230,6 +239,16 @@ def print_report(report: dict, stream=None) -> None:
         "total".ljust(22) + "".join(str(n).rjust(8) for n in report["totals"].values()),
         file=stream,
     )
+    for extra in report.get("extra", []):
+        kind = "reviewed photos" if extra["reviewed"] else "photos"
+        line = f"train: +{extra['added_total']} {kind} from {extra['root']}"
+        if extra["dropped_same_bytes_as_evaluation"]:
+            line += (
+                f" ({extra['dropped_same_bytes_as_evaluation']} dropped: same bytes as val/test)"
+            )
+        print(line, file=stream)
+    if report.get("extra"):
+        print(f"from review: {report.get('from_review', 0)} usable training images", file=stream)
     for item in report["skipped"][:20]:
         print(f"  skipped {item['path']}: {item['reason']}", file=stream)
     for warning in report["warnings"]:

@@ -44,6 +44,7 @@ class Sample:
     label: str
     label_index: int
     sha256: str  # of the file's bytes; keys the split and the prepare cache
+    source: str | None = None  # the extra dataset it came from (None: the main --data folder)
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,9 @@ class Dataset:
     val_fraction: float | None = None  # set when val was split off by content hash
     seed: int = 0
     notes: tuple[str, ...] = field(default=())
+    extra: tuple[ExtraData, ...] = field(
+        default=()
+    )  # more training data (:func:`add_training_data`)
 
     def files(self, split: str) -> list[Path]:
         """The file paths of ``split``."""
@@ -90,6 +94,7 @@ class Dataset:
             val_fraction=self.val_fraction,
             seed=self.seed,
             notes=self.notes,
+            extra=self.extra,
         )
 
     def summary(self) -> dict:
@@ -101,7 +106,121 @@ class Dataset:
             "val_fraction": self.val_fraction,
             "seed": self.seed,
             "counts": self.counts(),
+            "extra": [extra.summary() for extra in self.extra],
         }
+
+
+@dataclass(frozen=True)
+class ExtraData:
+    """One more dataset folder whose photos were added to train (see :func:`add_training_data`)."""
+
+    root: Path
+    reviewed: bool  # a reviewed-dataset export (model_build.reviewed_dataset)
+    added: dict[str, int]  # per label, files added to train
+    dropped: int  # files with the same bytes as a val/test/held-out file of the main dataset
+
+    def summary(self) -> dict:
+        return {
+            "root": str(self.root),
+            "reviewed": self.reviewed,
+            "added": dict(self.added),
+            "added_total": sum(self.added.values()),
+            "dropped_same_bytes_as_evaluation": self.dropped,
+        }
+
+
+def add_training_data(dataset: Dataset, folders: list[Path] | tuple[Path, ...]) -> Dataset:
+    """``dataset`` with every file of ``folders`` added to **train** only.
+
+    The main dataset's val, test and held-out splits stay exactly as they were, so its numbers
+    stay comparable from run to run, and no added photo can leak into them: a file with the same
+    bytes (sha256) as any evaluation file is dropped (and counted). Each folder is read whole
+    (label folders, or the Kaggle layout, all of its splits). Labels become the sorted union of
+    every folder's label names (contract 3), so a reviewed photo of a category the main dataset
+    lacks still teaches it.
+    """
+    if not folders:
+        return dataset
+    evaluation = {
+        sample.sha256
+        for split, samples in dataset.splits.items()
+        if split != "train"
+        for sample in samples
+    }
+    found: list[tuple[Path, dict[str, list[Path]]]] = []
+    for folder in folders:
+        root = Path(folder)
+        if not root.is_dir():
+            raise DatasetError(f"data folder {root} does not exist or is not a folder")
+        if (root / "train").is_dir():
+            files: dict[str, list[Path]] = defaultdict(list)
+            for split_dir in sorted(p for p in root.iterdir() if p.is_dir()):
+                for label, paths in _label_files(split_dir).items():
+                    files[label].extend(paths)
+        else:
+            files = _label_files(root)
+        if not files:
+            raise DatasetError(f"{root} has no label folders (DIR/<label>/<images>)")
+        found.append((root, dict(files)))
+    labels = tuple(sorted({*dataset.labels, *(label for _, f in found for label in f)}))
+    index = {label: i for i, label in enumerate(labels)}
+
+    def relabel(sample: Sample) -> Sample:
+        return Sample(sample.path, sample.label, index[sample.label], sample.sha256, sample.source)
+
+    splits = {split: tuple(map(relabel, samples)) for split, samples in dataset.splits.items()}
+    extras: list[ExtraData] = []
+    added_samples: list[Sample] = []
+    for root, files in found:
+        samples = [
+            Sample(s.path, s.label, index[s.label], s.sha256, str(root))
+            for s in _samples(files, labels)
+        ]
+        kept = [sample for sample in samples if sample.sha256 not in evaluation]
+        added_samples.extend(kept)
+        per_label: dict[str, int] = defaultdict(int)
+        for sample in kept:
+            per_label[sample.label] += 1
+        extras.append(
+            ExtraData(
+                root=root,
+                reviewed=_is_reviewed_export(root),
+                added=dict(sorted(per_label.items())),
+                dropped=len(samples) - len(kept),
+            )
+        )
+    splits["train"] = tuple(
+        sorted((*splits.get("train", ()), *added_samples), key=lambda s: str(s.path))
+    )
+    notes = tuple(
+        f"train: +{sum(extra.added.values())} from {extra.root}"
+        + (" (reviewed photos)" if extra.reviewed else "")
+        + (f", {extra.dropped} dropped (same bytes as an evaluation file)" if extra.dropped else "")
+        for extra in extras
+    )
+    return Dataset(
+        root=dataset.root,
+        layout=dataset.layout,
+        labels=labels,
+        splits=splits,
+        val_fraction=dataset.val_fraction,
+        seed=dataset.seed,
+        notes=(*dataset.notes, *notes),
+        extra=(*dataset.extra, *extras),
+    )
+
+
+def _is_reviewed_export(root: Path) -> bool:
+    """Whether ``root`` is (the labelled folder of) a ``model_build.reviewed_dataset`` export."""
+    import json
+
+    for candidate in (root / "manifest.json", root.parent / "manifest.json"):
+        try:
+            if json.loads(candidate.read_text()).get("kind") == "reviewed_dataset":
+                return True
+        except (OSError, ValueError, AttributeError):
+            continue
+    return False
 
 
 def discover(data_dir: Path, *, val_fraction: float = 0.2, seed: int = 0) -> Dataset:

@@ -1,0 +1,97 @@
+"""More than one dataset: extra folders add to train only, never leak into val, labels are the
+union, and the audit says how many training images came from review."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from model_build.audit import audit_dataset, print_report
+from model_build.dataset import add_training_data, discover
+from model_build.holdout import with_holdout
+from model_build.sample_data import draw_sample_image, generate_dataset
+
+LABELS = ("bathtub", "stroller")
+
+
+def jpeg(label: str, seed: int) -> bytes:
+    buffer = io.BytesIO()
+    labels = (*LABELS, "walkers")
+    draw_sample_image(label, np.random.default_rng(seed), 96, labels=labels).save(buffer, "JPEG")
+    return buffer.getvalue()
+
+
+def reviewed_export(root: Path, val_copy: Path) -> Path:
+    """A reviewed-dataset export: 3 stroller, 2 walkers (a label the main data lacks), and one
+    photo whose bytes are a val file of the main dataset."""
+    labelled = root / "labelled"
+    for label, seeds in (("stroller", (1, 2, 3)), ("walkers", (4, 5))):
+        (labelled / label).mkdir(parents=True)
+        for seed in seeds:
+            (labelled / label / f"{seed}.jpg").write_bytes(jpeg(label, 100 + seed))
+    shutil.copy(val_copy, labelled / "stroller" / "same-as-val.jpg")
+    (root / "not_a_baby_product").mkdir()
+    (root / "not_a_baby_product" / "cat.jpg").write_bytes(jpeg("bathtub", 999))
+    (root / "manifest.json").write_text(json.dumps({"kind": "reviewed_dataset"}))
+    return labelled
+
+
+def test_extra_data_goes_to_train_only_and_never_into_val(tmp_path: Path) -> None:
+    main = generate_dataset(
+        tmp_path / "main", train_per_label=3, val_per_label=2, image_size=96, labels=LABELS
+    )
+    base = with_holdout(discover(main), 0.5, seed=0)
+    val_file = base.splits["val"][0].path
+    labelled = reviewed_export(tmp_path / "reviewed", val_file)
+    plain = tmp_path / "plain"
+    (plain / "bathtub").mkdir(parents=True)
+    (plain / "bathtub" / "x.jpg").write_bytes(jpeg("bathtub", 7))
+
+    merged = add_training_data(base, [labelled, plain])
+
+    assert merged.labels == ("bathtub", "stroller", "walkers")
+    for split in ("val", "holdout"):  # evaluation splits are exactly the main dataset's
+        assert [s.path for s in merged.splits.get(split, ())] == [
+            s.path for s in base.splits.get(split, ())
+        ]
+        assert all(s.source is None for s in merged.splits.get(split, ()))
+    train = merged.splits["train"]
+    assert len(train) == len(base.splits["train"]) + 5 + 1
+    evaluation = {s.sha256 for split, ss in merged.splits.items() if split != "train" for s in ss}
+    assert not evaluation & {s.sha256 for s in train if s.source is not None}
+    # Label indices follow the new, sorted label list everywhere.
+    assert all(merged.labels[s.label_index] == s.label for ss in merged.splits.values() for s in ss)
+    reviewed, other = merged.extra
+    assert (reviewed.reviewed, reviewed.added, reviewed.dropped) == (
+        True,
+        {"stroller": 3, "walkers": 2},
+        1,
+    )
+    assert (other.reviewed, other.added, other.dropped) == (False, {"bathtub": 1}, 0)
+    assert merged.summary()["extra"][0]["added_total"] == 5
+    assert not any("not_a_baby_product" in str(s.path) for s in train)
+    # The same call again gives the same split: content hashes, not listing order.
+    assert add_training_data(base, [labelled, plain]).splits == merged.splits
+
+
+def test_audit_reports_how_many_came_from_review(tmp_path: Path, capsys) -> None:
+    main = generate_dataset(
+        tmp_path / "main", train_per_label=2, val_per_label=1, image_size=96, labels=LABELS
+    )
+    base = discover(main)
+    labelled = reviewed_export(tmp_path / "reviewed", base.splits["val"][0].path)
+    (labelled / "walkers" / "broken.jpg").write_bytes(b"not a photo")
+    merged = add_training_data(base, [labelled])
+    result = audit_dataset(merged, None, cache_dir=tmp_path / "cache", workers=1)
+    assert result.report["from_review"] == 5  # the broken file is not counted
+    assert result.report["extra"][0]["dropped_same_bytes_as_evaluation"] == 1
+    print_report(result.report)
+    printed = capsys.readouterr().out
+    assert (
+        f"train: +6 reviewed photos from {labelled} (1 dropped: same bytes as val/test)" in printed
+    )
+    assert "from review: 5 usable training images" in printed
