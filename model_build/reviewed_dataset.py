@@ -96,7 +96,7 @@ def export_reviewed(
     entries: list[dict[str, Any]] = []
     fetched: list[tuple[dict[str, Any], bytes]] = []
     for item in reviewed_items(dynamodb, table, bucket):
-        entry = _entry(item)
+        entry = decision_entry(item)
         entries.append(entry)
         if item.review_outcome is ReviewOutcome.UNUSABLE:
             entry["skipped"] = "unusable_photo"
@@ -152,7 +152,7 @@ def export_reviewed(
     return stats, manifest
 
 
-def _entry(item: CatalogueItem) -> dict[str, Any]:
+def decision_entry(item: CatalogueItem) -> dict[str, Any]:
     outcome = item.review_outcome
     return {
         "key": item.key,

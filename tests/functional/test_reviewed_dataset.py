@@ -16,6 +16,7 @@ from contracts.catalogue import CatalogueItem, LabelScore, Status, event_order, 
 from handler.catalogue import write_item
 from local_stack.resources import create_local_resources
 from model_build.dataset import discover
+from model_build.review_agreement import agreement, entries_from_catalogue
 from model_build.reviewed_dataset import export_reviewed, main
 from review.decisions import NOT_A_PRODUCT, UNUSABLE, Shown, decide
 
@@ -120,6 +121,11 @@ def test_export_layout_and_manifest(aws: tuple[Any, Any, str, str], tmp_path: Pa
     # The labelled folder is a dataset folder training reads as it is.
     dataset = discover(out / "labelled")
     assert dataset.labels == ("stroller", "walkers")
+    # The same decisions, read from the catalogue, give the model-vs-reviewer table.
+    agreed = agreement(entries_from_catalogue(dynamodb, table, bucket))
+    assert agreed == agreement(manifest["items"])
+    rows = {row["category"]: row for row in agreed["categories"]}
+    assert (rows["stroller"]["model_said"], rows["stroller"]["confirmed"]) == (len(decided), 2)
     # An export never mixes into an existing one.
     with pytest.raises(FileExistsError):
         export_reviewed(dynamodb=dynamodb, s3=s3, table=table, bucket=bucket, out=out)
