@@ -67,12 +67,16 @@ _ARCHIVED_CODES: Final[frozenset[str]] = frozenset({"InvalidObjectState"})
 _SSE_C_CODE: Final[str] = "InvalidRequest"
 _SSE_C_MESSAGE: Final[str] = "server side encryption"
 
-# Time kept back from the invocation's remaining time (seconds): fetches and decodes still
-# running this long before the end are given up, leaving room for the batched inference (well
-# under a second for 10 photos) and the writes; no write starts later than WRITE_RESERVE_SECONDS
-# before the end (a conditional UpdateItem takes milliseconds, botocore's retries a few seconds).
+# Time kept back from the invocation's remaining time: fetches and decodes still running this
+# long before the end are given up, leaving room for the batched inference (well under a second
+# for 10 photos) and the writes; no write starts later than the write reserve before the end (a
+# conditional UpdateItem takes milliseconds, botocore's retries a few seconds). Each reserve is
+# at most the given fraction of the time left, so a short FunctionTimeout (the template allows
+# 10 s) still leaves most of it for the work: 60 s -> fetch until 50 s, write until 57 s.
 FETCH_RESERVE_SECONDS: Final[float] = 10.0
+FETCH_RESERVE_FRACTION: Final[float] = 0.2
 WRITE_RESERVE_SECONDS: Final[float] = 3.0
+WRITE_RESERVE_FRACTION: Final[float] = 0.05
 
 Action = Literal[
     "catalogued",  # written, CATALOGUED
@@ -108,8 +112,11 @@ class Deadline:
 
     @classmethod
     def from_remaining(cls, remaining_ms: float) -> Deadline:
-        end = time.monotonic() + remaining_ms / 1000
-        return cls(fetch_by=end - FETCH_RESERVE_SECONDS, write_by=end - WRITE_RESERVE_SECONDS)
+        remaining = max(0.0, remaining_ms / 1000)
+        end = time.monotonic() + remaining
+        fetch_reserve = min(FETCH_RESERVE_SECONDS, FETCH_RESERVE_FRACTION * remaining)
+        write_reserve = min(WRITE_RESERVE_SECONDS, WRITE_RESERVE_FRACTION * remaining)
+        return cls(fetch_by=end - fetch_reserve, write_by=end - write_reserve)
 
     @classmethod
     def from_context(cls, context: Any) -> Deadline | None:
