@@ -29,6 +29,9 @@ PHOTO_URL_SECONDS: Final[int] = 300
 QUEUE_PAGE: Final[int] = 12
 # Pace over the last this many decisions (decisions per minute, as the page shows it).
 PACE_WINDOW: Final[int] = 20
+# The queue's length is counted (a COUNT query over the whole index) at most this often; in
+# between, this console's own decisions and undos adjust the last count.
+RECOUNT_SECONDS: Final[float] = 15.0
 # Keys with a fixed meaning on the page: never given to a category.
 RESERVED_KEYS: Final[dict[str, str]] = {
     "n": decisions.NOT_A_PRODUCT,
@@ -95,6 +98,7 @@ class Console:
         self._clock = clock
         self._times: deque[float] = deque([clock()], maxlen=PACE_WINDOW + 1)
         self.decided = 0
+        self._remaining: tuple[float, int] | None = None  # (when counted, count)
 
     # ----------------------------------------------------------------------------- reading ---
 
@@ -119,11 +123,20 @@ class Console:
         elapsed = self._times[-1] - self._times[0]
         pace = (len(self._times) - 1) * 60.0 / elapsed if len(self._times) > 1 and elapsed else None
         return {
-            "remaining": decisions.queue_length(self.dynamodb, self.table),
+            "remaining": self.remaining(),
             "decided": self.decided,
             "per_minute": None if pace is None else round(pace, 1),
             "reviewer": self.reviewer,
         }
+
+    def remaining(self, change: int = 0) -> int:
+        """Photos waiting: counted every :data:`RECOUNT_SECONDS`, else the last count adjusted."""
+        now = self._clock()
+        if self._remaining is None or now - self._remaining[0] >= RECOUNT_SECONDS:
+            self._remaining = (now, decisions.queue_length(self.dynamodb, self.table))
+        elif change:
+            self._remaining = (self._remaining[0], max(0, self._remaining[1] + change))
+        return self._remaining[1]
 
     def _view(self, item: CatalogueItem) -> dict[str, Any]:
         url: str | None
@@ -165,6 +178,7 @@ class Console:
             return {"ok": False, "changed": True, **self.progress()}
         self.decided += 1
         self._times.append(self._clock())
+        self.remaining(-1)
         return {
             "ok": True,
             "outcome": written.review_outcome.value if written.review_outcome else None,
@@ -184,6 +198,7 @@ class Console:
         if restored is None:
             return {"ok": False, "changed": True, **self.progress()}
         self.decided = max(0, self.decided - 1)
+        self.remaining(+1)
         return {"ok": True, "item": self._view(restored), **self.progress()}
 
     def _shown(self, body: dict[str, Any]) -> decisions.Shown:

@@ -208,3 +208,32 @@ def test_shortcut_letters_are_unique_and_leave_reserved_keys_free() -> None:
     assert len(set(keys.values())) == len(labels)
     assert not {"n", "u", "z"} & set(keys.values())
     assert (keys["baby_bed"], keys["baby_car_seat"], keys["walkers"]) == ("b", "c", "w")
+
+
+def test_remaining_is_recounted_every_few_seconds_and_adjusted_between(running: Running) -> None:
+    now = [0.0]
+    console = Console(
+        dynamodb=running.dynamodb,
+        s3=running.console.s3,
+        table=running.table,
+        bucket=running.bucket,
+        reviewer="bo",
+        labels=LABELS,
+        clock=lambda: now[0],
+    )
+    calls = []
+    running.dynamodb.meta.events.register(
+        "provide-client-params.dynamodb.Query", lambda params, **_: calls.append(dict(params))
+    )
+    assert console.remaining() == 3
+    item = console.queue()["items"][2]
+    counted = len([c for c in calls if c.get("Select") == "COUNT"])
+    now[0] = 10.0  # pace: one decision 10 s after the console started
+    result = console.decide({**item, "choice": "walkers"})
+    assert (result["remaining"], result["per_minute"], result["decided"]) == (2, 6.0, 1)
+    assert len([c for c in calls if c.get("Select") == "COUNT"]) == counted  # no recount
+    undone = console.undo({**item, "reviewed_at": result["reviewed_at"]})
+    assert (undone["ok"], undone["remaining"], undone["decided"]) == (True, 3, 0)
+    now[0] = 60.0
+    assert console.remaining() == 3
+    assert len([c for c in calls if c.get("Select") == "COUNT"]) == counted + 1
