@@ -195,6 +195,7 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m model_build.reviewed_dataset",
         description="Export every photo a person decided as a training dataset folder.",
     )
+    parser.add_argument("--stack", help="deployed stack: --table and --bucket from its outputs")
     parser.add_argument("--table", help="catalogue table (default: the running local stack's)")
     parser.add_argument("--bucket", help="uploads bucket (default: the running local stack's)")
     parser.add_argument("--out", required=True, type=Path, help="new folder to write")
@@ -203,7 +204,14 @@ def main(argv: list[str] | None = None) -> int:
 
     import boto3
 
-    if not (arguments.table and arguments.bucket):
+    if arguments.stack:
+        from review.stack_outputs import stack_names
+
+        arguments.table, arguments.bucket = stack_names(
+            boto3.session.Session(region_name=arguments.region).client("cloudformation"),
+            arguments.stack,
+        )
+    elif not (arguments.table and arguments.bucket):
         from local_stack.stack import point_boto3_at
         from local_stack.state import read_state
 

@@ -1,6 +1,7 @@
 """``python -m review``: the review console, a web page on 127.0.0.1 for the NEEDS_REVIEW queue.
 
     python -m review --table T --bucket B [--reviewer NAME] [--model DEST] [--port 8765]
+    python -m review --stack momee-cataloguer   # T and B from the deployed stack's outputs
     python -m review          # the local stack that `python -m local_stack --serve` keeps up
 
 ``T`` and ``B`` are the stack's ``CatalogueTableName`` and ``UploadsBucketName`` outputs; the
@@ -55,6 +56,9 @@ def caller_arn(session: boto3.session.Session) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m review", description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "--stack", help="deployed stack: read --table and --bucket from its outputs"
+    )
     parser.add_argument("--table", help="catalogue table (stack output CatalogueTableName)")
     parser.add_argument("--bucket", help="uploads bucket (stack output UploadsBucketName)")
     parser.add_argument("--region", help="AWS region (default: your AWS configuration's)")
@@ -68,7 +72,14 @@ def main(argv: list[str] | None = None) -> int:
     arguments = parser.parse_args(argv)
 
     model_uri = arguments.model
-    if arguments.table and arguments.bucket:
+    if arguments.stack:
+        from review.stack_outputs import stack_names
+
+        session = boto3.session.Session(region_name=arguments.region)
+        arguments.table, arguments.bucket = stack_names(
+            session.client("cloudformation"), arguments.stack
+        )
+    elif arguments.table and arguments.bucket:
         session = boto3.session.Session(region_name=arguments.region)
     elif arguments.table or arguments.bucket:
         parser.error("--table and --bucket go together")
