@@ -120,3 +120,35 @@ def test_event_time_order_when_sequencer_is_absent() -> None:
 def test_garbage_sequencer_is_refused(sequencer: str) -> None:
     with pytest.raises(ValueError, match="sequencer"):
         event_order(sequencer, None)
+
+
+def _put_with(**object_fields: object) -> str:
+    event = load_event("s3_put.json")
+    event["Records"][0]["s3"]["object"].update(object_fields)
+    return json.dumps(event)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        _put_with(sequencer=1234),  # a number, not a hex string
+        _put_with(size=-1),
+        _put_with(size=1.5),
+        _put_with(size=True),
+        _put_with(size="lots"),
+        _put_with(key=["uploads/a.jpg"]),
+        _put_with(eTag={"md5": "x"}),
+        _put_with(sequencer="0055AED6DCD90281E5").replace('"size": 1048576', '"size": 1e999'),
+        _put_with(sequencer="0055AED6DCD90281E5").replace('"size": 1048576', '"size": NaN'),
+        "[" * 100_000 + "]" * 100_000,  # deeper than the JSON parser's recursion limit
+        json.dumps({"Records": ["x", 1, None]}),
+    ],
+)
+def test_garbled_fields_are_malformed_events_not_crashes(body: str) -> None:
+    with pytest.raises(MalformedEvent):
+        records_from_sqs_body(body)
+
+
+def test_sizes_as_s3_sends_them_are_accepted() -> None:
+    assert records_from_sqs_body(_put_with(size=0))[0].size == 0
+    assert records_from_sqs_body(_put_with(size=1048576.0))[0].size == 1048576
