@@ -260,14 +260,16 @@ class Worker:
             fetched = self._read(record, if_match=False)
             return replace(fetched, replaced=True) if isinstance(fetched, _Fetched) else fetched
 
-    def _read(self, record: S3Record, *, if_match: bool) -> _Fetched | Outcome:
+    def _read(self, record: S3Record, *, if_match: bool, head: bool = True) -> _Fetched | Outcome:
         conditions: dict[str, str] = {}
         if record.version_id:
             conditions["VersionId"] = record.version_id
         if record.etag and if_match:
             conditions["IfMatch"] = f'"{record.etag.strip(chr(34))}"'
+        too_large_by_event = record.size is not None and record.size > self.max_image_bytes
+        use_head = head and if_match and too_large_by_event
         try:
-            if if_match and record.size is not None and record.size > self.max_image_bytes:
+            if use_head:
                 # Too large by the event's own size: only confirm the object is still this one.
                 response = self.s3.head_object(Bucket=record.bucket, Key=record.key, **conditions)
                 body = None
@@ -287,6 +289,10 @@ class Worker:
         except ClientError as error:
             details = error.response.get("Error", {})
             code = str(details.get("Code", ""))
+            if use_head and code == "400":
+                # A HEAD error has no body, so S3's reason is lost (an SSE-C object answers a bare
+                # 400): ask again with GetObject, whose headers carry it; the body stays unread.
+                return self._read(record, if_match=if_match, head=False)
             if code in _MISSING_CODES:
                 return Outcome("object_missing")
             if code in _REPLACED_CODES:

@@ -848,6 +848,25 @@ def test_object_encrypted_with_a_customer_key_is_rejected_not_retried(stack: Sta
     assert (item.status, item.reason) == (Status.REJECTED, "encrypted")
 
 
+def test_oversized_sse_c_object_is_rejected_too(stack: Stack) -> None:
+    # Too large by the event's size, the object is only sized with HeadObject, whose SSE-C answer
+    # is a bare 400 (a HEAD response has no body): the worker asks GetObject for the reason.
+    key = "uploads/sse-c-huge.jpg"
+    etag = stack.put(key, jpeg())
+    stack.purge()
+    worker = app.get_worker()
+    worker.s3.meta.events.register(
+        "before-parameter-build.s3.HeadObject", _raise_for(key, "HeadObject", "400", 400)
+    )
+    worker.s3.meta.events.register("before-parameter-build.s3.GetObject", _sse_c_refusal)
+    record = s3_record(stack.bucket, key, sequencer="0A", etag=etag)
+    record["s3"]["object"]["size"] = 21 * 1024 * 1024
+    assert failed_ids(invoke(message_event({"Records": [record]}))) == []
+    item = stack.item(key)
+    assert item is not None
+    assert (item.status, item.reason) == (Status.REJECTED, "encrypted")
+
+
 def test_access_denied_is_retried_not_rejected(stack: Stack) -> None:
     # A 403 AccessDenied is a configuration fault (role, bucket policy, KMS key policy) that an
     # operator fixes; rejecting would mark good photos REJECTED for good. It stays a retry.
