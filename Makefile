@@ -5,6 +5,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 CHECKOV_VENV := .venv-checkov
+SAM_VENV := .venv-sam
 # Keep TensorFlow's C++ start-up chatter out of every command's output.
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONDONTWRITEBYTECODE ?= 1
@@ -23,6 +24,12 @@ $(CHECKOV_VENV)/bin/.installed: requirements-checkov.txt
 	$(CHECKOV_VENV)/bin/pip install --quiet -r requirements-checkov.txt
 	touch $@
 
+$(SAM_VENV)/bin/.installed: requirements-sam.txt
+	$(PYTHON) -m venv $(SAM_VENV)
+	$(SAM_VENV)/bin/pip install --quiet --upgrade pip
+	$(SAM_VENV)/bin/pip install --quiet -r requirements-sam.txt
+	touch $@
+
 venv: $(BIN)/.installed
 
 ## lint: ruff on everything, cfn-lint and checkov on the template.
@@ -33,12 +40,12 @@ lint: $(BIN)/.installed $(CHECKOV_VENV)/bin/.installed
 	BC_SKIP_MAPPING=TRUE $(CHECKOV_VENV)/bin/checkov --quiet --compact --framework cloudformation --file template.yaml
 
 ## test: what CI runs — lint, then the unit, functional and end-to-end tiers (not the slow ones).
-test: lint
-	$(BIN)/python -m pytest -n 2 -m "not slow"
+test: lint $(SAM_VENV)/bin/.installed
+	SAM_TRANSLATOR_PYTHON=$(SAM_VENV)/bin/python $(BIN)/python -m pytest -n 2 -m "not slow"
 
 ## test-all: also the slow tier (full-size load harness).
-test-all: lint
-	$(BIN)/python -m pytest -n 2
+test-all: lint $(SAM_VENV)/bin/.installed
+	SAM_TRANSLATOR_PYTHON=$(SAM_VENV)/bin/python $(BIN)/python -m pytest -n 2
 
 ## sample-model: train the small stand-in model on generated data and publish it to ./artifacts.
 sample-model: $(BIN)/.installed
@@ -66,4 +73,4 @@ bench: $(BIN)/.installed
 	$(BIN)/python -m bench.load_with_faults
 
 clean:
-	rm -rf $(VENV) $(CHECKOV_VENV) .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) $(CHECKOV_VENV) $(SAM_VENV) .pytest_cache .ruff_cache .hypothesis

@@ -1,4 +1,4 @@
-"""Create the template's bucket, queue, DLQ, table and bucket notification on moto.
+"""Create the template's bucket, queues, DLQs, table and bucket notification on moto.
 
 The local stack (``python -m local_stack``) and the tests call ``create_local_resources`` so that
 what runs locally is what ``sam deploy`` creates: every property comes from ``template.yaml``'s
@@ -9,8 +9,9 @@ Nothing here restates a property value.
 What is *not* created locally, and why:
 - the bucket and queue policies: moto does not evaluate resource policies, so applying them would
   prove nothing; checkov and ``tests/unit/test_infra_template.py`` check them in the template;
-- the function, its event source mapping, log group and alarms: the local stack drives the handler
-  in-process instead of through Lambda.
+- the function, its alias, its two event source mappings (uploads, backfill), the CodeDeploy
+  deployment, log group, alarms and alarm topic: the local stack drives the handler in-process
+  instead of through Lambda (``drain_queue`` on either queue stands in for a mapping).
 
 The clients decide where the resources go: clients made inside ``moto.mock_aws`` or clients pointed
 at a moto server's ``endpoint_url`` both work. S3 sends an ``s3:TestEvent`` message to the queue
@@ -33,6 +34,8 @@ TEMPLATE_PATH = Path(__file__).resolve().parent.parent / "template.yaml"
 BUCKET_ID = "UploadsBucket"
 QUEUE_ID = "CatalogueQueue"
 DEAD_LETTER_QUEUE_ID = "CatalogueDeadLetterQueue"
+BACKFILL_QUEUE_ID = "BackfillQueue"
+BACKFILL_DEAD_LETTER_QUEUE_ID = "BackfillDeadLetterQueue"
 TABLE_ID = "CatalogueTable"
 
 # CloudFormation AWS::SQS::Queue properties that are also SetQueueAttributes attributes of the
@@ -62,6 +65,17 @@ class LocalNames:
     dead_letter_queue: str = "momee-catalogue-dlq-local"
     table: str = "momee-catalogue-local"
     stack_name: str = "momee-cataloguer-local"
+    # Default: "<queue>-backfill" and "<queue>-backfill-dlq", so custom names stay distinct.
+    backfill_queue: str | None = None
+    backfill_dead_letter_queue: str | None = None
+
+    @property
+    def backfill_queue_name(self) -> str:
+        return self.backfill_queue or f"{self.queue}-backfill"
+
+    @property
+    def backfill_dead_letter_queue_name(self) -> str:
+        return self.backfill_dead_letter_queue or f"{self.queue}-backfill-dlq"
 
 
 @dataclass(frozen=True)
@@ -74,6 +88,10 @@ class LocalResources:
     dead_letter_queue_url: str
     dead_letter_queue_arn: str
     table_name: str
+    backfill_queue_url: str = ""
+    backfill_queue_arn: str = ""
+    backfill_dead_letter_queue_url: str = ""
+    backfill_dead_letter_queue_arn: str = ""
 
 
 def read_template(path: Path = TEMPLATE_PATH) -> dict[str, Any]:
@@ -249,7 +267,7 @@ def create_local_resources(
     names: LocalNames | None = None,
     template: dict[str, Any] | None = None,
 ) -> LocalResources:
-    """Create the template's bucket, DLQ, queue, table and bucket → queue notification."""
+    """Create the template's bucket, DLQs, queues, table and bucket → queue notification."""
     names = names or LocalNames()
     template = template if template is not None else read_template()
     region = s3_client.meta.region_name
@@ -259,24 +277,18 @@ def create_local_resources(
         sqs_client, resolver, template, DEAD_LETTER_QUEUE_ID, names.dead_letter_queue
     )
     queue_url, queue_arn = _create_queue(sqs_client, resolver, template, QUEUE_ID, names.queue)
+    backfill_dead_letter_queue_url, backfill_dead_letter_queue_arn = _create_queue(
+        sqs_client,
+        resolver,
+        template,
+        BACKFILL_DEAD_LETTER_QUEUE_ID,
+        names.backfill_dead_letter_queue_name,
+    )
+    backfill_queue_url, backfill_queue_arn = _create_queue(
+        sqs_client, resolver, template, BACKFILL_QUEUE_ID, names.backfill_queue_name
+    )
 
-    table_properties = resolver.resolve(resource_properties(template, TABLE_ID))
-    dynamodb_client.create_table(**table_arguments(table_properties, names.table))
-    dynamodb_client.get_waiter("table_exists").wait(TableName=names.table)
-    pitr = table_properties.get("PointInTimeRecoverySpecification", {})
-    if _as_bool(pitr.get("PointInTimeRecoveryEnabled", False)):
-        dynamodb_client.update_continuous_backups(
-            TableName=names.table,
-            PointInTimeRecoverySpecification={"PointInTimeRecoveryEnabled": True},
-        )
-    ttl = table_properties.get("TimeToLiveSpecification", {})
-    if _as_bool(ttl.get("Enabled", False)):
-        # CreateTable takes no TTL; CloudFormation makes this second call for us on AWS.
-        dynamodb_client.update_time_to_live(
-            TableName=names.table,
-            TimeToLiveSpecification={"Enabled": True, "AttributeName": ttl["AttributeName"]},
-        )
-    resolver.refs[TABLE_ID] = names.table
+    create_table(dynamodb_client, names.table, template=template, resolver=resolver)
 
     resolver.refs[BUCKET_ID] = names.bucket
     bucket_properties = resolver.resolve(resource_properties(template, BUCKET_ID))
@@ -313,7 +325,46 @@ def create_local_resources(
         dead_letter_queue_url=dead_letter_queue_url,
         dead_letter_queue_arn=dead_letter_queue_arn,
         table_name=names.table,
+        backfill_queue_url=backfill_queue_url,
+        backfill_queue_arn=backfill_queue_arn,
+        backfill_dead_letter_queue_url=backfill_dead_letter_queue_url,
+        backfill_dead_letter_queue_arn=backfill_dead_letter_queue_arn,
     )
+
+
+def create_table(
+    dynamodb_client: Any,
+    table_name: str,
+    *,
+    template: dict[str, Any] | None = None,
+    resolver: _Resolver | None = None,
+) -> str:
+    """Create the template's catalogue table (keys, indexes, encryption, PITR, TTL) as
+    ``table_name``. Also what a stack update that replaces the table does: a new table with a new
+    name beside the retained old one (README: migrating the catalogue)."""
+    template = template if template is not None else read_template()
+    if resolver is None:
+        resolver = _Resolver(
+            template, region=dynamodb_client.meta.region_name, stack_name="local-table"
+        )
+    table_properties = resolver.resolve(resource_properties(template, TABLE_ID))
+    dynamodb_client.create_table(**table_arguments(table_properties, table_name))
+    dynamodb_client.get_waiter("table_exists").wait(TableName=table_name)
+    pitr = table_properties.get("PointInTimeRecoverySpecification", {})
+    if _as_bool(pitr.get("PointInTimeRecoveryEnabled", False)):
+        dynamodb_client.update_continuous_backups(
+            TableName=table_name,
+            PointInTimeRecoverySpecification={"PointInTimeRecoveryEnabled": True},
+        )
+    ttl = table_properties.get("TimeToLiveSpecification", {})
+    if _as_bool(ttl.get("Enabled", False)):
+        # CreateTable takes no TTL; CloudFormation makes this second call for us on AWS.
+        dynamodb_client.update_time_to_live(
+            TableName=table_name,
+            TimeToLiveSpecification={"Enabled": True, "AttributeName": ttl["AttributeName"]},
+        )
+    resolver.refs[TABLE_ID] = table_name
+    return table_name
 
 
 def _create_queue(

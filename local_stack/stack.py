@@ -33,6 +33,7 @@ import signal
 import sys
 import tempfile
 import time
+import urllib.request
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -92,15 +93,24 @@ class DrainStats:
 
 @contextmanager
 def moto_server() -> Iterator[str]:
-    """A moto server on 127.0.0.1 on a free port; yields its endpoint URL."""
+    """A moto server on 127.0.0.1 on a free port, with nothing in it; yields its endpoint URL.
+
+    moto keeps its state per process, not per server: a second server in the same process would
+    see the first one's queues and tables (and refuse to create a queue again with other
+    attributes). The server is reset when it starts, so every local stack begins empty.
+    """
     from moto.server import ThreadedMotoServer
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # no line per request
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    reset = urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST")
+    with urllib.request.urlopen(reset, timeout=30):
+        pass
     try:
-        yield f"http://{host}:{port}"
+        yield endpoint
     finally:
         server.stop()
 

@@ -1,8 +1,15 @@
 """Re-enqueue existing uploads so the worker catalogues them again — how a new model reaches
 every photo at Lambda's scale (SQS buffers, Lambda fans out up to its maximum concurrency).
 
+    python -m operations.backfill --stack-name momee-cataloguer [--stale-only --model-version V]
     python -m operations.backfill --bucket B [--prefix uploads/] --queue-url URL
         [--stale-only --table T --model-version V]
+
+With ``--stack-name`` the bucket, the queue and the table come from the stack's outputs
+(``UploadsBucketName``, ``BackfillQueueUrl``, ``CatalogueTableName``); an explicit flag wins.
+The queue is the stack's backfill queue, not the uploads queue: its own event source mapping
+and concurrency cap (template.yaml, ``BackfillMaximumConcurrency``) work through a backfill of
+the whole bucket while new uploads keep their own workers.
 
 Each object becomes one SQS message shaped like an S3 notification with one record, event name
 ``ObjectCreated:Backfill``, the object's ETag and size, and its LastModified time. The worker
@@ -32,6 +39,12 @@ from contracts.catalogue import OBJECT_ID, object_id
 from handler.events import BACKFILL_EVENT_NAME
 
 SQS_BATCH: Final[int] = 10
+# Stack outputs (template.yaml) that name what a backfill reads and writes.
+STACK_OUTPUTS: Final[dict[str, str]] = {
+    "bucket": "UploadsBucketName",
+    "queue_url": "BackfillQueueUrl",
+    "table": "CatalogueTableName",
+}
 DYNAMODB_BATCH_GET: Final[int] = 100
 
 
@@ -40,6 +53,16 @@ class BackfillStats:
     listed: int = 0
     enqueued: int = 0
     skipped_current: int = 0
+
+
+def stack_outputs(cloudformation_client: Any, stack_name: str) -> dict[str, str]:
+    """``{"bucket": ..., "queue_url": ..., "table": ...}`` from a deployed stack's outputs."""
+    (stack,) = cloudformation_client.describe_stacks(StackName=stack_name)["Stacks"]
+    outputs = {output["OutputKey"]: output["OutputValue"] for output in stack.get("Outputs", [])}
+    missing = sorted(key for key in STACK_OUTPUTS.values() if key not in outputs)
+    if missing:
+        raise ValueError(f"stack {stack_name} has no output {', '.join(missing)}: deploy it first")
+    return {name: outputs[key] for name, key in STACK_OUTPUTS.items()}
 
 
 def list_objects(s3_client: Any, bucket: str, prefix: str) -> Iterator[dict[str, Any]]:
@@ -149,13 +172,21 @@ def backfill(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m operations.backfill", description=__doc__)
-    parser.add_argument("--bucket", required=True)
+    parser.add_argument("--stack-name", help="read bucket, backfill queue and table from it")
+    parser.add_argument("--bucket")
     parser.add_argument("--prefix", default="uploads/")
-    parser.add_argument("--queue-url", required=True)
+    parser.add_argument("--queue-url", help="the stack's BackfillQueueUrl")
     parser.add_argument("--stale-only", action="store_true")
     parser.add_argument("--table", help="catalogue table (needed by --stale-only)")
     parser.add_argument("--model-version", help="the version being rolled out (--stale-only)")
     arguments = parser.parse_args(argv)
+    if arguments.stack_name:
+        resolved = stack_outputs(boto3.client("cloudformation"), arguments.stack_name)
+        for name, value in resolved.items():
+            if getattr(arguments, name) is None:
+                setattr(arguments, name, value)
+    if not (arguments.bucket and arguments.queue_url):
+        parser.error("give --stack-name, or --bucket and --queue-url")
     if arguments.stale_only and not (arguments.table and arguments.model_version):
         parser.error("--stale-only needs --table and --model-version")
     stats = backfill(

@@ -18,6 +18,8 @@ from moto import mock_aws
 from moto.server import ThreadedMotoServer
 
 from local_stack.resources import (
+    BACKFILL_DEAD_LETTER_QUEUE_ID,
+    BACKFILL_QUEUE_ID,
     BUCKET_ID,
     DEAD_LETTER_QUEUE_ID,
     QUEUE_ID,
@@ -125,6 +127,8 @@ def test_names_can_be_chosen_so_two_stacks_share_one_moto(stack: Stack) -> None:
     assert (other.bucket, other.table_name) == ("bucket-two", "table-two")
     assert other.queue_arn.endswith(":q2")
     assert other.dead_letter_queue_arn.endswith(":d2")
+    assert other.backfill_queue_arn.endswith(":q2-backfill")
+    assert other.backfill_dead_letter_queue_arn.endswith(":q2-backfill-dlq")
 
 
 def test_works_against_a_moto_server_endpoint() -> None:
@@ -209,6 +213,37 @@ def test_dead_letter_queue_matches_the_template(stack: Stack) -> None:
     assert attributes["SqsManagedSseEnabled"] == "true"
     assert expected["SqsManagedSseEnabled"] is True
     assert "RedrivePolicy" not in attributes
+
+
+def test_backfill_queue_matches_the_template_and_is_not_the_uploads_queue(stack: Stack) -> None:
+    expected = properties(BACKFILL_QUEUE_ID)
+    attributes = queue_attributes(stack.sqs, stack.resources.backfill_queue_url)
+
+    assert stack.resources.backfill_queue_url != stack.resources.queue_url
+    assert int(attributes["VisibilityTimeout"]) == expected["VisibilityTimeout"]
+    assert int(attributes["MessageRetentionPeriod"]) == expected["MessageRetentionPeriod"]
+    assert attributes["SqsManagedSseEnabled"] == "true"
+    assert expected["SqsManagedSseEnabled"] is True
+    redrive = json.loads(attributes["RedrivePolicy"])
+    assert int(redrive["maxReceiveCount"]) == expected["RedrivePolicy"]["maxReceiveCount"]
+    assert expected["RedrivePolicy"]["deadLetterTargetArn"] == {
+        "Fn::GetAtt": [BACKFILL_DEAD_LETTER_QUEUE_ID, "Arn"]
+    }
+    assert redrive["deadLetterTargetArn"] == stack.resources.backfill_dead_letter_queue_arn
+
+
+def test_backfill_dead_letter_queue_matches_the_template(stack: Stack) -> None:
+    expected = properties(BACKFILL_DEAD_LETTER_QUEUE_ID)
+    attributes = queue_attributes(stack.sqs, stack.resources.backfill_dead_letter_queue_url)
+
+    assert int(attributes["MessageRetentionPeriod"]) == expected["MessageRetentionPeriod"]
+    assert attributes["SqsManagedSseEnabled"] == "true"
+    assert "RedrivePolicy" not in attributes
+
+
+def test_uploads_never_reach_the_backfill_queue(stack: Stack) -> None:
+    stack.s3.put_object(Bucket=stack.resources.bucket, Key="uploads/a.jpg", Body=b"photo")
+    assert drain(stack.sqs, stack.resources.backfill_queue_url) == []
 
 
 def test_notification_matches_the_template(stack: Stack) -> None:

@@ -33,8 +33,8 @@ def properties(logical_id: str) -> dict[str, Any]:
     return RESOURCES[logical_id]["Properties"]
 
 
-def role_statements() -> list[dict[str, Any]]:
-    role = properties("CatalogueFunctionRole")
+def role_statements(role_id: str = "CatalogueFunctionRole") -> list[dict[str, Any]]:
+    role = properties(role_id)
     return [
         statement
         for policy in role["Policies"]
@@ -150,7 +150,12 @@ def test_translations_to_api_shapes() -> None:
 def test_every_queue_property_in_the_template_reaches_the_local_queue() -> None:
     """A queue property the local stack does not apply would be silent drift."""
     ignored = {"QueueName", "Tags"}
-    for logical_id in ("CatalogueQueue", "CatalogueDeadLetterQueue"):
+    for logical_id in (
+        "CatalogueQueue",
+        "CatalogueDeadLetterQueue",
+        "BackfillQueue",
+        "BackfillDeadLetterQueue",
+    ):
         unapplied = set(properties(logical_id)) - set(QUEUE_ATTRIBUTE_PROPERTIES) - ignored
         assert not unapplied, f"{logical_id}: local stack does not apply {unapplied}"
 
@@ -291,10 +296,15 @@ def test_queues_are_encrypted() -> None:
         assert queue.get("SqsManagedSseEnabled") is True or "KmsMasterKeyId" in queue
 
 
-def test_visibility_timeout_covers_six_function_timeouts_plus_the_batching_window() -> None:
+@pytest.mark.parametrize(
+    ("queue_id", "event"), [("CatalogueQueue", "Uploads"), ("BackfillQueue", "Backfill")]
+)
+def test_visibility_timeout_covers_six_function_timeouts_plus_the_batching_window(
+    queue_id: str, event: str
+) -> None:
     """AWS's rule for SQS event sources, for every timeout the parameter allows."""
-    queue = properties("CatalogueQueue")
-    window = properties("CatalogueFunction")["Events"]["Uploads"]["Properties"][
+    queue = properties(queue_id)
+    window = properties("CatalogueFunction")["Events"][event]["Properties"][
         "MaximumBatchingWindowInSeconds"
     ]
     longest_timeout = PARAMETERS["FunctionTimeout"]["MaxValue"]
@@ -384,8 +394,9 @@ def test_function_uses_only_the_explicit_role() -> None:
     assert "ManagedPolicyArns" not in properties("CatalogueFunctionRole")
 
 
-def test_no_statement_grants_a_wildcard_resource_or_action() -> None:
-    for statement in role_statements():
+@pytest.mark.parametrize("role_id", ["CatalogueFunctionRole", "CodeDeployRole"])
+def test_no_statement_grants_a_wildcard_resource_or_action(role_id: str) -> None:
+    for statement in role_statements(role_id):
         assert statement["Effect"] == "Allow"
         for resource in as_list(statement["Resource"]):
             assert resource != "*", statement["Sid"]
@@ -405,6 +416,7 @@ def test_role_grants_exactly_what_the_worker_uses() -> None:
     bucket = repr({"Fn::GetAtt": ["UploadsBucket", "Arn"]})
     table = repr({"Fn::GetAtt": ["CatalogueTable", "Arn"]})
     queue = repr({"Fn::GetAtt": ["CatalogueQueue", "Arn"]})
+    backfill = repr({"Fn::GetAtt": ["BackfillQueue", "Arn"]})
     assert grants == {
         ("logs:CreateLogStream", log_group),
         ("logs:PutLogEvents", log_group),
@@ -416,6 +428,9 @@ def test_role_grants_exactly_what_the_worker_uses() -> None:
         ("sqs:ReceiveMessage", queue),
         ("sqs:DeleteMessage", queue),
         ("sqs:GetQueueAttributes", queue),
+        ("sqs:ReceiveMessage", backfill),
+        ("sqs:DeleteMessage", backfill),
+        ("sqs:GetQueueAttributes", backfill),
     }
 
 
@@ -531,6 +546,11 @@ def test_alarms_watch_the_dlq_function_errors_throttles_queue_ages_and_failed_re
         ),
         # handler/app.py's Powertools metric, namespace and service as the function sets them
         ("Momee/Cataloguer", "FailedRecords", repr("momee-cataloguer")),
+        (
+            "AWS/SQS",
+            "ApproximateNumberOfMessagesVisible",
+            repr({"Fn::GetAtt": ["BackfillDeadLetterQueue", "QueueName"]}),
+        ),
     }
     for alarm in alarms().values():
         assert alarm["TreatMissingData"] == "notBreaching"
@@ -571,7 +591,11 @@ def test_outputs_name_everything_an_operator_needs() -> None:
         "CatalogueTableName": {"Ref": "CatalogueTable"},
         "CatalogueQueueUrl": {"Ref": "CatalogueQueue"},
         "DeadLetterQueueUrl": {"Ref": "CatalogueDeadLetterQueue"},
+        "BackfillQueueUrl": {"Ref": "BackfillQueue"},
+        "BackfillDeadLetterQueueUrl": {"Ref": "BackfillDeadLetterQueue"},
         "CatalogueFunctionName": {"Ref": "CatalogueFunction"},
+        "CatalogueFunctionAlias": {"Ref": "CatalogueFunction.Alias"},
+        "StackAlarmTopicArn": {"Ref": "AlarmTopic"},
     }
 
 
@@ -580,3 +604,210 @@ def test_every_checkov_skip_is_justified() -> None:
         for skip in resource.get("Metadata", {}).get("checkov", {}).get("skip", []):
             assert re.fullmatch(r"CKV_AWS_\d+", skip["id"]), logical_id
             assert len(skip.get("comment", "")) >= 60, f"{logical_id} {skip['id']}: say why"
+
+
+# --- rollout: versions behind an alias, gradual shift, rollback on the alarm ---------------------
+
+
+def test_every_deploy_publishes_a_version_behind_the_live_alias() -> None:
+    function = properties("CatalogueFunction")
+    assert function["AutoPublishAlias"] == "live"
+    # A settings-only change (ModelVariant, ReviewThreshold) is a new version too, shifted and
+    # rolled back like an image change.
+    assert function["AutoPublishAliasAllProperties"] is True
+
+
+def test_the_alias_shifts_gradually_and_rolls_back_on_the_workers_alarm() -> None:
+    preference = properties("CatalogueFunction")["DeploymentPreference"]
+    assert preference["Type"] == {"Ref": "DeploymentType"}
+    assert PARAMETERS["DeploymentType"]["Default"] != "AllAtOnce"
+    assert set(PARAMETERS["DeploymentType"]["AllowedValues"]) >= {"AllAtOnce"}
+    assert {"Ref": "FunctionErrorsAlarm"} in preference["Alarms"]
+    for alarm in preference["Alarms"]:
+        assert RESOURCES[alarm["Ref"]]["Type"] == "AWS::CloudWatch::Alarm"
+    assert preference["Role"] == {"Fn::GetAtt": ["CodeDeployRole", "Arn"]}
+
+
+def test_codedeploy_may_move_only_this_functions_alias_and_read_only_its_alarm() -> None:
+    role = properties("CodeDeployRole")
+    (trust,) = role["AssumeRolePolicyDocument"]["Statement"]
+    assert trust["Principal"] == {"Service": "codedeploy.amazonaws.com"}
+    assert "ManagedPolicyArns" not in role
+    grants = {
+        (action, repr(resource))
+        for statement in role_statements("CodeDeployRole")
+        for action in as_list(statement["Action"])
+        for resource in as_list(statement["Resource"])
+    }
+    function = repr({"Fn::GetAtt": ["CatalogueFunction", "Arn"]})
+    versions = repr({"Fn::Sub": "${CatalogueFunction.Arn}:*"})
+    assert grants == {
+        *(
+            (action, resource)
+            for action in (
+                "lambda:GetAlias",
+                "lambda:UpdateAlias",
+                "lambda:GetProvisionedConcurrencyConfig",
+            )
+            for resource in (function, versions)
+        ),
+        ("cloudwatch:DescribeAlarms", repr({"Fn::GetAtt": ["FunctionErrorsAlarm", "Arn"]})),
+    }
+
+
+def test_both_queues_invoke_the_aliased_function_and_nothing_bypasses_the_alias() -> None:
+    """SAM binds a function's Events to its AutoPublishAlias; no mapping may be declared apart
+    from the function (it would target $LATEST or a fixed version)."""
+    events = properties("CatalogueFunction")["Events"]
+    queues = {name: event["Properties"]["Queue"] for name, event in events.items()}
+    assert {event["Type"] for event in events.values()} == {"SQS"}
+    assert queues == {
+        "Uploads": {"Fn::GetAtt": ["CatalogueQueue", "Arn"]},
+        "Backfill": {"Fn::GetAtt": ["BackfillQueue", "Arn"]},
+    }
+    standalone = {
+        logical_id
+        for logical_id, resource in RESOURCES.items()
+        if resource["Type"]
+        in ("AWS::Lambda::EventSourceMapping", "AWS::Lambda::Permission", "AWS::Lambda::Alias")
+    }
+    assert standalone == set()
+
+
+def test_sam_transform_points_both_mappings_at_the_alias() -> None:
+    """The transformed template itself (aws-sam-translator, what sam deploy submits)."""
+    transformed = sam_transformed_template()
+    resources = transformed["Resources"]
+    (alias_id,) = [k for k, r in resources.items() if r["Type"] == "AWS::Lambda::Alias"]
+    assert resources[alias_id]["Properties"]["Name"] == "live"
+    assert "CodeDeployLambdaAliasUpdate" in resources[alias_id]["UpdatePolicy"]
+    mappings = [
+        r["Properties"]
+        for r in resources.values()
+        if r["Type"] == "AWS::Lambda::EventSourceMapping"
+    ]
+    assert len(mappings) == 2
+    for mapping in mappings:
+        assert mapping["FunctionName"] == {"Ref": alias_id}
+    assert sorted(m["ScalingConfig"]["MaximumConcurrency"]["Ref"] for m in mappings) == [
+        "BackfillMaximumConcurrency",
+        "MaximumConcurrency",
+    ]
+    # SAM created no role of its own (its CodeDeploy role would carry Resource "*").
+    roles = {k for k, r in resources.items() if r["Type"] == "AWS::IAM::Role"}
+    assert roles == {"CatalogueFunctionRole", "CodeDeployRole"}
+
+
+def sam_transformed_template() -> dict[str, Any]:
+    """Run aws-sam-translator on template.yaml, in this interpreter or in SAM_TRANSLATOR_PYTHON
+    (its pydantic pin clashes with the worker's, so it may live in a virtualenv of its own)."""
+    import json
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    candidates = [os.environ.get("SAM_TRANSLATOR_PYTHON"), sys.executable]
+    candidates.append(shutil.which("sam") and str(Path(shutil.which("sam")).parent / "python"))
+    script = (
+        "import json, sys\n"
+        "from samtranslator.translator.transform import transform\n"
+        "from samtranslator.yaml_helper import yaml_parse\n"
+        "template = yaml_parse(open(sys.argv[1]).read())\n"
+        "# What sam build adds: the built image's URI.\n"
+        "function = template['Resources']['CatalogueFunction']['Properties']\n"
+        "function['ImageUri'] = '123456789012.dkr.ecr.eu-west-1.amazonaws.com/momee:build'\n"
+        "params = {'ModelVersion': '20261124T014800Z-3fa9c1d2', 'AWS::Region': 'eu-west-1',"
+        " 'AWS::AccountId': '123456789012', 'AWS::Partition': 'aws'}\n"
+        "class Loader:\n"
+        "    def load(self):\n"
+        "        return {}\n"
+        "print(json.dumps(transform(template, params, Loader())))\n"
+    )
+    for python in filter(None, candidates):
+        probe = subprocess.run(
+            [python, "-c", "import samtranslator"], capture_output=True, check=False
+        )
+        if probe.returncode != 0:
+            continue
+        completed = subprocess.run(
+            [python, "-c", script, str(TEMPLATE_PATH)], capture_output=True, text=True, check=False
+        )
+        assert completed.returncode == 0, completed.stderr[-3000:]
+        return json.loads(completed.stdout)
+    pytest.skip(
+        "aws-sam-translator not installed (its pydantic pin clashes with the worker's); "
+        "set SAM_TRANSLATOR_PYTHON to a Python that has it"
+    )
+
+
+# --- backfill queue ----------------------------------------------------------------------------
+
+
+def test_backfills_have_their_own_queue_dlq_and_concurrency_cap() -> None:
+    backfill = properties("CatalogueFunction")["Events"]["Backfill"]["Properties"]
+    uploads = properties("CatalogueFunction")["Events"]["Uploads"]["Properties"]
+    assert backfill["Queue"] != uploads["Queue"]
+    assert backfill["ScalingConfig"] == {
+        "MaximumConcurrency": {"Ref": "BackfillMaximumConcurrency"}
+    }
+    assert backfill["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    assert backfill["BatchSize"] == uploads["BatchSize"]
+    queue = properties("BackfillQueue")
+    assert queue["RedrivePolicy"]["deadLetterTargetArn"] == {
+        "Fn::GetAtt": ["BackfillDeadLetterQueue", "Arn"]
+    }
+    assert (
+        properties("BackfillDeadLetterQueue")["MessageRetentionPeriod"]
+        > queue["MessageRetentionPeriod"]
+    )
+    policy = properties("BackfillQueuePolicy")
+    assert policy["Queues"] == [{"Ref": "BackfillQueue"}]
+    (deny,) = policy["PolicyDocument"]["Statement"]
+    assert deny["Effect"] == "Deny"
+    assert deny["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+    # S3 announces uploads to CatalogueQueue only.
+    targets = [
+        entry["Queue"]
+        for entry in properties("UploadsBucket")["NotificationConfiguration"]["QueueConfigurations"]
+    ]
+    assert {"Fn::GetAtt": ["BackfillQueue", "Arn"]} not in targets
+
+
+# --- alarms reach someone ----------------------------------------------------------------------
+
+
+def test_every_alarm_notifies_the_stacks_topic_and_the_optional_existing_one() -> None:
+    alarms = [r["Properties"] for r in RESOURCES.values() if r["Type"] == "AWS::CloudWatch::Alarm"]
+    assert alarms
+    for alarm in alarms:
+        for key in ("AlarmActions", "OKActions"):
+            assert alarm[key] == [
+                {"Ref": "AlarmTopic"},
+                {"Fn::If": ["HasAlarmTopic", {"Ref": "AlarmTopicArn"}, {"Ref": "AWS::NoValue"}]},
+            ], alarm["AlarmDescription"][:60]
+
+
+def test_the_alarm_topic_mails_the_optional_address_and_only_cloudwatch_may_publish() -> None:
+    subscription = RESOURCES["AlarmEmailSubscription"]
+    assert subscription["Condition"] == "HasAlarmEmail"
+    assert subscription["Properties"] == {
+        "TopicArn": {"Ref": "AlarmTopic"},
+        "Protocol": "email",
+        "Endpoint": {"Ref": "AlarmEmail"},
+    }
+    assert PARAMETERS["AlarmEmail"]["Default"] == ""
+    assert PARAMETERS["AlarmTopicArn"]["Default"] == ""
+    email = re.compile(PARAMETERS["AlarmEmail"]["AllowedPattern"])
+    assert email.fullmatch("")
+    assert email.fullmatch("ops@momee.id")
+    assert not email.fullmatch("not an address")
+    topic = re.compile(PARAMETERS["AlarmTopicArn"]["AllowedPattern"])
+    assert topic.fullmatch("arn:aws:sns:ap-southeast-1:123456789012:on-call")
+    assert not topic.fullmatch("on-call")
+    (statement,) = properties("AlarmTopicPolicy")["PolicyDocument"]["Statement"]
+    assert statement["Principal"] == {"Service": "cloudwatch.amazonaws.com"}
+    assert statement["Action"] == "sns:Publish"
+    assert statement["Condition"]["StringEquals"] == {
+        "aws:SourceAccount": {"Ref": "AWS::AccountId"}
+    }
