@@ -24,7 +24,8 @@ def test_stack_name_targets_the_backfill_queue(
         resources = create_local_resources(s3_client=s3, sqs_client=sqs, dynamodb_client=dynamodb)
         for index in range(3):
             s3.put_object(Bucket=resources.bucket, Key=f"uploads/{index}.jpg", Body=b"x")
-        sqs.purge_queue(QueueUrl=resources.queue_url)  # S3's test event and the uploads' notifications
+        # S3's test event and the uploads' notifications: a backfill must not add to them.
+        sqs.purge_queue(QueueUrl=resources.queue_url)
         # A deployed stack's outputs, as template.yaml names them.
         outputs = {
             "UploadsBucketName": resources.bucket,
