@@ -203,6 +203,15 @@ def test_the_build_imports_the_worker_and_loads_the_model_before_the_image_is_do
     assert ignored("infra/base_image.json")
 
 
+def test_the_deploy_settings_label_comes_last_so_it_never_invalidates_a_layer() -> None:
+    steps = instructions()
+    assert steps[-3:] == [
+        ("ARG", 'DEPLOY_SETTINGS=""'),
+        ("LABEL", 'id.momee.deploy-settings="${DEPLOY_SETTINGS}"'),
+        ("CMD", '["handler.app.lambda_handler"]'),
+    ]
+
+
 # --- .dockerignore -----------------------------------------------------------------------------
 
 

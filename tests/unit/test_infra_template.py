@@ -334,7 +334,8 @@ def test_function_is_an_image_built_from_infra_dockerfile() -> None:
     assert metadata["Dockerfile"] == "infra/Dockerfile"
     assert metadata["DockerContext"] == "."
     assert metadata["DockerTag"]
-    assert metadata["DockerBuildArgs"] == {"MODEL_VERSION": {"Ref": "ModelVersion"}}
+    assert metadata["DockerBuildArgs"]["MODEL_VERSION"] == {"Ref": "ModelVersion"}
+    assert set(metadata["DockerBuildArgs"]) == {"MODEL_VERSION", "DEPLOY_SETTINGS"}
 
 
 def test_sqs_event_reports_partial_failures_and_caps_concurrency() -> None:
@@ -811,3 +812,39 @@ def test_the_alarm_topic_mails_the_optional_address_and_only_cloudwatch_may_publ
     assert statement["Condition"]["StringEquals"] == {
         "aws:SourceAccount": {"Ref": "AWS::AccountId"}
     }
+
+
+def referenced_parameters(value: Any) -> set[str]:
+    """Names of the template parameters a property value refers to (Ref, Sub, inside If)."""
+    if isinstance(value, list):
+        return set().union(*map(referenced_parameters, value)) if value else set()
+    if not isinstance(value, dict):
+        return set()
+    found: set[str] = set()
+    for function, argument in value.items():
+        if function == "Ref" and argument in PARAMETERS:
+            found.add(argument)
+        elif function == "Fn::Sub":
+            text = argument if isinstance(argument, str) else argument[0]
+            found |= set(re.findall(r"\$\{([A-Za-z0-9]+)\}", text)) & set(PARAMETERS)
+        else:
+            found |= referenced_parameters(argument)
+    return found
+
+
+def test_every_setting_of_a_version_changes_the_image_so_a_new_version_is_published() -> None:
+    """SAM names the version after the image and the template text, not parameter values: a
+    parameter that shapes a version's configuration but not the image would update $LATEST and
+    leave the alias on the old settings. Each one goes into the image as a build argument."""
+    function = RESOURCES["CatalogueFunction"]
+    properties_ = function["Properties"]
+    version_configuration = [
+        properties_["Environment"],
+        properties_["MemorySize"],
+        properties_["Timeout"],
+    ]
+    used = referenced_parameters(version_configuration)
+    assert used >= {"ModelVersion", "ModelVariant", "FunctionMemorySize", "FunctionTimeout"}
+    build_arguments = function["Metadata"]["DockerBuildArgs"]
+    in_image = referenced_parameters(list(build_arguments.values()))
+    assert used <= in_image, f"not in the image: {sorted(used - in_image)}"
