@@ -10,7 +10,7 @@ SAM_VENV := .venv-sam
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONDONTWRITEBYTECODE ?= 1
 
-.PHONY: venv test test-all lint demo sample-model bench clean
+.PHONY: venv test test-all test-real lint demo sample-model bench clean
 
 $(BIN)/.installed: requirements.txt handler/requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -46,6 +46,12 @@ test: lint $(SAM_VENV)/bin/.installed
 ## test-all: also the slow tier (full-size load harness).
 test-all: lint $(SAM_VENV)/bin/.installed
 	SAM_TRANSLATOR_PYTHON=$(SAM_VENV)/bin/python $(BIN)/python -m pytest -n 2
+
+## test-real: the real-data tier — ImageNet MobileNetV2 on real grocery photos from ../shared/real
+## (tests/real, then the full recipe table of bench/real_photos.py; about 20 min on 2 CPU cores).
+test-real: $(BIN)/.installed
+	$(BIN)/python -m pytest -n 0 -p no:randomly tests/real
+	$(BIN)/python -m bench.real_photos
 
 ## sample-model: train the small stand-in model on generated data and publish it to ./artifacts.
 sample-model: $(BIN)/.installed

@@ -3,7 +3,8 @@
 Layout (``<dest>`` is a folder or ``s3://bucket/prefix``)::
 
     <dest>/<version>/model.tflite        float32, input uint8 [N,224,224,3], scaling inside
-    <dest>/<version>/model_int8.tflite   only when it agrees with float32 on >= 99% of val top-1
+    <dest>/<version>/model_int8.tflite   only when it passed its gate (held-out accuracy/precision)
+    <dest>/<version>/unfamiliarity.npz   the unfamiliarity score (contracts.unfamiliarity), optional
     <dest>/<version>/model.keras         for further training or other runtimes
     <dest>/<version>/labels.json
     <dest>/<version>/manifest.json       see :class:`Manifest`
@@ -41,12 +42,18 @@ MODEL_INT8_FILE: Final[str] = "model_int8.tflite"
 KERAS_MODEL_FILE: Final[str] = "model.keras"
 LABELS_FILE: Final[str] = "labels.json"
 REPORT_DIR: Final[str] = "report"
+UNFAMILIARITY_FILE: Final[str] = "unfamiliarity.npz"  # contracts.unfamiliarity (optional)
 REQUIRED_FILES: Final[tuple[str, ...]] = (MODEL_FILE, LABELS_FILE)
 MANIFEST_SCHEMA_VERSION: Final[int] = 1
 
 # What the worker needs at cold start: the two runtimes' models and the labels. The Keras model and
 # the report are not downloaded unless asked for.
-RUNTIME_FILES: Final[tuple[str, ...]] = (MODEL_FILE, MODEL_INT8_FILE, LABELS_FILE)
+RUNTIME_FILES: Final[tuple[str, ...]] = (
+    MODEL_FILE,
+    MODEL_INT8_FILE,
+    LABELS_FILE,
+    UNFAMILIARITY_FILE,
+)
 
 # <UTC timestamp>-<short content hash>, e.g. 20261124T014800Z-3fa9c1d2. Checked on every read so a
 # tampered latest.json cannot point outside <dest> ("../../etc").
@@ -120,6 +127,9 @@ class Manifest(BaseModel):
     # What the reported metrics were measured on: split, image count and the content hash of
     # those images (``data_sha256``), so two versions' numbers are comparable only when equal.
     evaluation: dict[str, Any] = Field(default_factory=dict)
+    # The unfamiliarity score (contracts.unfamiliarity): method, file, threshold and how well it
+    # separated familiar from unfamiliar photos at training time. Empty: no score shipped.
+    unfamiliarity: dict[str, Any] = Field(default_factory=dict)
     training_config: dict[str, Any] = Field(default_factory=dict)
     dataset: dict[str, Any] = Field(default_factory=dict)
     library_versions: dict[str, str] = Field(default_factory=dict)
@@ -145,6 +155,10 @@ class Artifact:
     @property
     def int8_model_path(self) -> Path | None:
         return self.files.get(MODEL_INT8_FILE)
+
+    @property
+    def unfamiliarity_path(self) -> Path | None:
+        return self.files.get(UNFAMILIARITY_FILE)
 
     @property
     def calibration(self) -> Calibration:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Final
 
@@ -24,6 +24,7 @@ from ai_edge_litert.interpreter import Interpreter
 
 from contracts.catalogue import LabelScore
 from contracts.image import CHANNELS, IMAGE_SIZE
+from contracts.unfamiliarity import UnfamiliarityScorer
 
 TOP_K: Final[int] = 3
 _PROBABILITY_FLOOR: Final[float] = 1e-12
@@ -36,6 +37,8 @@ class Prediction:
     category: str
     confidence: float  # calibrated probability of ``category``
     top3: tuple[LabelScore, ...]
+    unfamiliarity: float | None = None  # contracts.unfamiliarity score, when the model ships one
+    unfamiliar: bool = False  # above the shipped threshold: NEEDS_REVIEW, reason "unfamiliar"
 
 
 class Classifier:
@@ -48,6 +51,7 @@ class Classifier:
         *,
         temperature: float = 1.0,
         num_threads: int | None = None,
+        unfamiliarity: UnfamiliarityScorer | None = None,
     ) -> None:
         if temperature <= 0:
             raise ValueError(f"the calibration temperature must be positive, not {temperature}")
@@ -57,7 +61,22 @@ class Classifier:
             model_path=str(model_path), num_threads=num_threads or os.cpu_count() or 1
         )
         self._input = self._interpreter.get_input_details()[0]
-        self._output_index = self._interpreter.get_output_details()[0]["index"]
+        # Probabilities are the output with one value per label; a model exported with pooled
+        # backbone features (for the unfamiliarity score) has them as a second, wider output.
+        outputs = self._interpreter.get_output_details()
+        by_labels = [d for d in outputs if int(d["shape"][-1]) == len(self.labels)]
+        chosen = by_labels[0] if by_labels else outputs[0]
+        self._output_index = chosen["index"]
+        others = [d for d in outputs if d["index"] != chosen["index"]]
+        self._features_index = others[0]["index"] if others else None
+        self.unfamiliarity = unfamiliarity
+        if unfamiliarity is not None and (
+            self._features_index is None or int(others[0]["shape"][-1]) != unfamiliarity.dimensions
+        ):
+            raise ValueError(
+                "the artifact ships an unfamiliarity score but the model has no "
+                f"{unfamiliarity.dimensions}-wide features output"
+            )
         expected = (IMAGE_SIZE, IMAGE_SIZE, CHANNELS)
         if self._input["dtype"] != np.uint8 or tuple(self._input["shape"][1:]) != expected:
             raise ValueError(
@@ -66,7 +85,7 @@ class Classifier:
             )
         self._batch_size: int | None = None
         self._resize(1)
-        classes = int(self._interpreter.get_output_details()[0]["shape"][-1])
+        classes = int(chosen["shape"][-1])
         if classes != len(self.labels):
             raise ValueError(
                 f"the model has {classes} outputs but the manifest lists {len(labels)} labels"
@@ -80,7 +99,15 @@ class Classifier:
         self._interpreter.set_tensor(self._input["index"], np.ascontiguousarray(pixels))
         self._interpreter.invoke()
         output = self._dequantised(self._interpreter.get_tensor(self._output_index))
-        return predictions(calibrate(output, self.temperature), self.labels)
+        result = predictions(calibrate(output, self.temperature), self.labels)
+        if self.unfamiliarity is None or self._features_index is None:
+            return result
+        features = self._interpreter.get_tensor(self._features_index).astype(np.float32)
+        scores = self.unfamiliarity.score(features)
+        return [
+            replace(p, unfamiliarity=float(s), unfamiliar=bool(s > self.unfamiliarity.threshold))
+            for p, s in zip(result, scores, strict=True)
+        ]
 
     def _resize(self, batch_size: int) -> None:
         if batch_size == self._batch_size:
@@ -92,7 +119,9 @@ class Classifier:
         self._batch_size = batch_size
 
     def _dequantised(self, output: np.ndarray) -> np.ndarray:
-        details = self._interpreter.get_output_details()[0]
+        details = next(
+            d for d in self._interpreter.get_output_details() if d["index"] == self._output_index
+        )
         scale, zero_point = details.get("quantization", (0.0, 0))
         if np.issubdtype(output.dtype, np.integer) and scale:
             return (output.astype(np.float64) - zero_point) * scale

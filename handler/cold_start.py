@@ -14,7 +14,14 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from contracts.artifact import MODEL_INT8_FILE, Artifact, ArtifactError, load_artifact
+from contracts.artifact import (
+    MODEL_INT8_FILE,
+    UNFAMILIARITY_FILE,
+    Artifact,
+    ArtifactError,
+    load_artifact,
+)
+from contracts.unfamiliarity import UnfamiliarityScorer
 from handler.classifier import Classifier
 from handler.settings import ConfigurationError, WorkerSettings
 from handler.worker import Worker
@@ -35,7 +42,11 @@ def load_model(settings: WorkerSettings, s3_client: Any = None) -> tuple[Classif
             settings.model_uri,
             version=settings.model_version,
             # Fetch and verify only what this variant runs (plus the loader's required files).
-            only=(MODEL_INT8_FILE,) if settings.model_variant == "int8" else (),
+            only=(
+                (MODEL_INT8_FILE, UNFAMILIARITY_FILE)
+                if settings.model_variant == "int8"
+                else (UNFAMILIARITY_FILE,)
+            ),
             cache_dir=settings.model_cache_dir,
             s3_client=s3_client,
         )
@@ -46,13 +57,22 @@ def load_model(settings: WorkerSettings, s3_client: Any = None) -> tuple[Classif
         if artifact.int8_model_path is None:
             raise ConfigurationError(
                 f"MODEL_VARIANT=int8 but version {artifact.version} has no int8 model"
-                " (it is published only when it agrees with float32 on >= 99% of val top-1)"
+                " (it is published only when its held-out accuracy and precision pass its gate)"
             )
         path = artifact.int8_model_path
+    unfamiliarity = None
+    if artifact.unfamiliarity_path is not None:
+        try:
+            unfamiliarity = UnfamiliarityScorer.load(artifact.unfamiliarity_path)
+        except (OSError, ValueError, KeyError) as error:
+            raise ConfigurationError(
+                f"cannot read {artifact.unfamiliarity_path} ({where}): {error}"
+            ) from error
     try:
         classifier = Classifier(
             path,
             artifact.labels,
+            unfamiliarity=unfamiliarity,
             # Each variant's own temperature: int8 outputs are not float32's.
             temperature=artifact.calibration_for(settings.model_variant).temperature,
         )

@@ -43,6 +43,7 @@ from botocore.exceptions import ClientError
 
 from contracts.catalogue import CatalogueItem, Status, normalise_time, utc_now
 from contracts.image import DecodedImage, ImageRejected, decode_image
+from contracts.unfamiliarity import REASON_UNFAMILIAR
 from handler import catalogue
 from handler.classifier import Classifier, Prediction
 from handler.events import S3Record
@@ -340,9 +341,12 @@ class Worker:
         else:
             if prediction is None or fetched.decoded is None:  # pragma: no cover - defensive
                 raise RuntimeError(f"no prediction for s3://{record.bucket}/{record.key}")
-            needs_review = prediction.confidence < self.review_threshold
+            # Unlike anything trained on (contracts.unfamiliarity): a person looks, however sure
+            # the classifier is of its label.
+            needs_review = prediction.unfamiliar or prediction.confidence < self.review_threshold
             item = CatalogueItem(
                 status=Status.NEEDS_REVIEW if needs_review else Status.CATALOGUED,
+                reason=REASON_UNFAMILIAR if prediction.unfamiliar else None,
                 category=prediction.category,
                 confidence=prediction.confidence,
                 top3=prediction.top3,

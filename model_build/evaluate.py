@@ -511,6 +511,18 @@ def write_html_report(metrics: dict[str, Any], report_text: str, report_dir: Pat
                     f"{_maybe(point['precision'])}, coverage {point['coverage']:.4f}",
                 )
             )
+    unfamiliar = metrics.get("unfamiliarity") or {}
+    if unfamiliar:
+        summary_rows.append(
+            (
+                f"unfamiliarity ({unfamiliar['method']}) vs {unfamiliar['unfamiliar_source']}",
+                f"AUROC {unfamiliar['auroc']:.4f}, FPR at 95% familiar recall "
+                f"{unfamiliar['fpr_at_95_familiar_recall']:.4f}; at the shipped threshold "
+                f"{unfamiliar['familiar_flagged_at_threshold']:.1%} of {split} and "
+                f"{unfamiliar['unfamiliar_flagged_at_threshold']:.1%} of unfamiliar photos go to "
+                "review (reason unfamiliar)",
+            )
+        )
     for key, value in (metrics.get("val") or {}).items():
         if key != "images":
             summary_rows.append((f"val {key.replace('_', ' ')} (fit set)", f"{value:.4f}"))
@@ -676,6 +688,7 @@ def evaluate_run(
     data_dir: Path | None = None,
     target_precision: float = DEFAULT_TARGET_PRECISION,
     threshold_confidence: float | None = None,
+    unfamiliar_dir: Path | None = None,
 ) -> dict[str, Any]:
     """Evaluate ``run_dir/model.keras``; return (and write) the metrics.
 
@@ -715,6 +728,11 @@ def evaluate_run(
         confidence=threshold_confidence or DEFAULT_CONFIDENCE,
         evaluated_on=split,
     )
+    from model_build.unfamiliarity import evaluate_unfamiliarity
+
+    unfamiliarity = evaluate_unfamiliarity(
+        model, run_dir, data_dir, fit_images, images, unfamiliar_dir=unfamiliar_dir
+    )
     config = _read_json(run_dir / "config.json")
     fit_report = classification_report(y_fit, fit_probabilities.argmax(1), labels)
     evaluation = {
@@ -739,6 +757,7 @@ def evaluate_run(
             "model": config.get("model"),
             "weights": config.get("weights"),
             "evaluation": evaluation,
+            **({"unfamiliarity": unfamiliarity} if unfamiliarity else {}),
             "val": {
                 "images": len(y_fit),
                 "accuracy": fit_report["accuracy"],
@@ -780,6 +799,13 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="confidence that the target precision holds (Clopper-Pearson bound; default 0.95)",
     )
+    parser.add_argument(
+        "--unfamiliar",
+        type=Path,
+        default=None,
+        help="folder of photos unlike every label, for the unfamiliarity report "
+        "(default: generated drawings)",
+    )
     args = parser.parse_args(argv)
     try:
         evaluate_run(
@@ -787,6 +813,7 @@ def main(argv: list[str] | None = None) -> int:
             data_dir=args.data,
             target_precision=args.target_precision,
             threshold_confidence=args.threshold_confidence,
+            unfamiliar_dir=args.unfamiliar,
         )
     except (ValueError, FileNotFoundError) as error:
         print(f"evaluate failed: {error}", file=sys.stderr)

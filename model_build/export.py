@@ -42,6 +42,7 @@ from typing import Any, Final
 import numpy as np
 
 from contracts.image import IMAGE_SIZE
+from contracts.unfamiliarity import UNFAMILIARITY_FILE
 
 MODEL_FILE: Final[str] = "model.tflite"
 MODEL_INT8_FILE: Final[str] = "model_int8.tflite"
@@ -81,18 +82,33 @@ class ExportReport:
 # --- conversion (TensorFlow) -------------------------------------------------------------------
 
 
-def _frozen_serving_function(model: Any, image_size: int) -> Any:
+def _frozen_serving_function(model: Any, image_size: int, features: bool = False) -> Any:
+    """``features=True`` adds a second output: the global average of the backbone's last feature
+    map (``[N, 1280]``), which the worker's unfamiliarity score reads; the backbone runs once for
+    both outputs. The outputs are told apart by their last dimension (labels vs 1280)."""
     import tensorflow as tf
     from tensorflow.python.framework.convert_to_constants import (
         convert_variables_to_constants_v2,
     )
 
     spec = tf.TensorSpec([None, image_size, image_size, 3], tf.uint8, name="image")
+    if features:
+        from model_build.model import BACKBONE_NAME
+
+        scaling = model.get_layer("scale_to_minus1_1")
+        backbone = model.get_layer(BACKBONE_NAME)
+        head = model.get_layer("head")
 
     @tf.function(input_signature=[spec])
     def serve(image: Any) -> dict[str, Any]:
-        probabilities = model(tf.cast(image, tf.float32), training=False)
-        return {"probabilities": tf.cast(probabilities, tf.float32)}
+        if not features:
+            probabilities = model(tf.cast(image, tf.float32), training=False)
+            return {"probabilities": tf.cast(probabilities, tf.float32)}
+        maps = backbone(scaling(tf.cast(image, tf.float32)), training=False)
+        return {
+            "probabilities": tf.cast(head(maps, training=False), tf.float32),
+            "features": tf.cast(tf.reduce_mean(maps, axis=[1, 2]), tf.float32),
+        }
 
     return convert_variables_to_constants_v2(serve.get_concrete_function())
 
@@ -111,18 +127,22 @@ def _quiet_converter() -> Iterator[None]:
         absl_logger.setLevel(level)
 
 
-def convert_float32(model: Any, *, image_size: int = IMAGE_SIZE) -> bytes:
+def convert_float32(model: Any, *, image_size: int = IMAGE_SIZE, features: bool = False) -> bytes:
     """Keras model -> float32 TFLite bytes with uint8 [N, size, size, 3] input."""
     import tensorflow as tf
 
-    frozen = _frozen_serving_function(model, image_size)
+    frozen = _frozen_serving_function(model, image_size, features)
     with _quiet_converter():
         converter = tf.lite.TFLiteConverter.from_concrete_functions([frozen])
         return converter.convert()
 
 
 def convert_int8(
-    model: Any, representative_images: np.ndarray, *, image_size: int = IMAGE_SIZE
+    model: Any,
+    representative_images: np.ndarray,
+    *,
+    image_size: int = IMAGE_SIZE,
+    features: bool = False,
 ) -> bytes:
     """Full-integer quantisation; ``representative_images`` are uint8 training images."""
     import tensorflow as tf
@@ -134,7 +154,7 @@ def convert_int8(
         for image in representative_images:
             yield [image[np.newaxis].astype(np.uint8)]
 
-    frozen = _frozen_serving_function(model, image_size)
+    frozen = _frozen_serving_function(model, image_size, features)
     with _quiet_converter():
         converter = tf.lite.TFLiteConverter.from_concrete_functions([frozen])
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
@@ -156,9 +176,16 @@ def keras_predict(model: Any, images: np.ndarray, batch_size: int = BATCH_SIZE) 
 
 
 def tflite_predict(
-    model: bytes | str | Path, images: np.ndarray, batch_size: int = BATCH_SIZE
+    model: bytes | str | Path,
+    images: np.ndarray,
+    batch_size: int = BATCH_SIZE,
+    *,
+    output: str = "probabilities",
 ) -> np.ndarray:
-    """Probabilities from a TFLite model under LiteRT, resizing the batch dimension as needed."""
+    """Probabilities (or, ``output="features"``, the pooled features of a model exported with
+    them) from a TFLite model under LiteRT, resizing the batch dimension as needed.
+
+    With two outputs, the probabilities are the one with the smaller last dimension."""
     from ai_edge_litert.interpreter import Interpreter
 
     if isinstance(model, bytes):
@@ -176,8 +203,9 @@ def tflite_predict(
             current = batch.shape[0]
         interpreter.set_tensor(input_index, batch)
         interpreter.invoke()
-        output_index = interpreter.get_output_details()[0]["index"]
-        outputs.append(interpreter.get_tensor(output_index).copy())
+        details = sorted(interpreter.get_output_details(), key=lambda d: int(d["shape"][-1]))
+        chosen = details[-1] if output == "features" and len(details) > 1 else details[0]
+        outputs.append(interpreter.get_tensor(chosen["index"]).copy())
     return np.concatenate(outputs).astype(np.float32)
 
 
@@ -220,6 +248,7 @@ def export_model(
     evaluated_on: str = "val",
     target_precision: float = 0.98,
     threshold_confidence: float | None = None,
+    features: bool = False,
 ) -> ExportReport:
     """Write model.tflite (+ model_int8.tflite when it passes its gate) and export.json.
 
@@ -227,7 +256,7 @@ def export_model(
     ``eval_images``/``eval_labels`` (default: val itself), else top-1 agreement on val.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
-    float_bytes = convert_float32(model, image_size=image_size)
+    float_bytes = convert_float32(model, image_size=image_size, features=features)
     keras_probs = keras_predict(model, val_images)
     float_probs = tflite_predict(float_bytes, val_images)
     check = float32_check(keras_probs, float_probs)
@@ -245,7 +274,7 @@ def export_model(
     )
 
     representative = _sample(train_images, REPRESENTATIVE_IMAGES)
-    int8_bytes = convert_int8(model, representative, image_size=image_size)
+    int8_bytes = convert_int8(model, representative, image_size=image_size, features=features)
     int8_probs = tflite_predict(int8_bytes, val_images)
     int8_agreement = top1_agreement(float_probs, int8_probs)
     gate = None
@@ -352,6 +381,8 @@ def export_run(run_dir: Path, *, data_dir: Path | None = None) -> ExportReport:
         evaluated_on=split,
         target_precision=float(calibration.get("target_precision") or 0.98),
         threshold_confidence=calibration.get("confidence"),
+        # The unfamiliarity score needs the pooled backbone features as a second output.
+        features=(run_dir / UNFAMILIARITY_FILE).is_file(),
     )
 
 

@@ -47,6 +47,7 @@ from contracts.artifact import (
     MODEL_FILE,
     MODEL_INT8_FILE,
     REPORT_DIR,
+    UNFAMILIARITY_FILE,
     ArtifactError,
     Calibration,
     FileEntry,
@@ -132,7 +133,7 @@ def _dataset_summary(run_dir: Path, config: dict[str, Any]) -> dict[str, Any]:
 def collect_files(run_dir: Path) -> dict[str, Path]:
     """The run folder's files that go into a version, by their name in the artifact."""
     files: dict[str, Path] = {}
-    for name in (MODEL_FILE, LABELS_FILE, KERAS_MODEL_FILE):
+    for name in (MODEL_FILE, LABELS_FILE, KERAS_MODEL_FILE, UNFAMILIARITY_FILE):
         if (run_dir / name).is_file():
             files[name] = run_dir / name
     export_report = _read_json(run_dir / EXPORT_REPORT_FILE, {})
@@ -183,6 +184,9 @@ def build_manifest(
             int8_calibration=int8_calibration,
             int8={k: v for k, v in export_report.items() if k != "int8_calibration"},
             evaluation=metrics.get("evaluation") or {},
+            unfamiliarity=(
+                metrics.get("unfamiliarity") or {} if UNFAMILIARITY_FILE in files else {}
+            ),
             training_config=config,
             dataset=_dataset_summary(run_dir, config),
             library_versions=library_versions(),

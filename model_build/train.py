@@ -49,6 +49,7 @@ class TrainConfig:
     holdout_fraction: float = 0.5  # of val, held out for evaluation when there is no test/
     out: str | None = None  # run folder; None = runs/<UTC timestamp> (or the run being resumed)
     model: str | None = None  # mobilenet_v2 | small; None = mobilenet_v2 with --data, else small
+    head: str = "reference"  # mobilenet_v2 head: reference (exact) | gap (bench/real_photos.py)
     weights: str | None = None  # imagenet | PATH | none; None = imagenet for mobilenet_v2
     epochs: int | None = None  # None = 50 (real data) or 25 (sample data); threshold stop ends it
     batch_size: int = 32
@@ -116,6 +117,12 @@ def parse_arguments(argv: list[str] | None = None) -> TrainConfig:
     )
     add("--out", help="run folder (default runs/<UTC timestamp>; rerun with it to resume)")
     add("--model", choices=("mobilenet_v2", "small"))
+    add(
+        "--head",
+        choices=("reference", "gap"),
+        default=defaults.head,
+        help="mobilenet_v2 head: the reference head, or global average pooling + dense",
+    )
     add("--weights", help="imagenet | PATH to MobileNetV2 no-top weights | none")
     add("--epochs", type=int)
     add("--batch-size", type=int, default=defaults.batch_size)
@@ -312,7 +319,10 @@ def run(config: TrainConfig) -> int:
     with strategy.scope():
         try:
             model = build_model(
-                config.model, num_classes=len(dataset.labels), weights=config.weights
+                config.model,
+                num_classes=len(dataset.labels),
+                weights=config.weights,
+                head=config.head,
             )
         except WeightsUnavailable as error:
             raise _UserError(
@@ -376,7 +386,7 @@ def _print_plan(config, run_dir, resuming, data_dir, dataset, train_count, val_c
             "reference model; train the real one with --data DIR (MobileNetV2, ImageNet weights)"
         )
     else:
-        print("  model     mobilenet_v2 — frozen MobileNetV2 + reference head")
+        print(f"  model     mobilenet_v2 — frozen MobileNetV2 + {config.head} head")
     print(f"  weights   {config.weights}")
     epochs = f"{config.epochs} (stops early at train > {config.stop_train_accuracy}"
     epochs += f" and val > {config.stop_val_accuracy})"

@@ -26,6 +26,16 @@ def test_reference_architecture_parameter_counts() -> None:
     assert model.output_shape == (None, 14)
 
 
+def test_gap_head_same_backbone_no_convolution() -> None:
+    model = build_model("mobilenet_v2", num_classes=14, weights=None, head="gap")
+
+    assert _trainable(model) == 1280 * 14 + 14  # one dense layer on the pooled features
+    assert model.count_params() == 3_800_142 - 1_542_158 + 1280 * 14 + 14
+    assert model.output_shape == (None, 14)
+    with pytest.raises(ValueError, match="unknown head"):
+        build_model("mobilenet_v2", num_classes=3, weights=None, head="huge")
+
+
 def test_scaling_is_inside_and_uint8_is_accepted() -> None:
     model = build_model("small", num_classes=3)
     scaling = model.get_layer("scale_to_minus1_1")
