@@ -99,15 +99,26 @@ class Recorder:
         }
         self.executions = 0
         self.reasons: dict[str, int] = {}
+        self.causes: dict[str, int] = {}
 
     def __call__(self, data: bytes) -> None:
         self.executions += 1
         if self.executions % 5000 == 0:
-            print(f"{self.executions} executions; rejections {self.reasons}", flush=True)
+            print(
+                f"{self.executions} executions; rejections {self.reasons}; causes {self.causes}",
+                flush=True,
+            )
         try:
             self.decode_image(data)
         except self.rejected as rejection:
             self.reasons[rejection.reason] = self.reasons.get(rejection.reason, 0) + 1
+            cause = rejection.__cause__
+            if cause is not None:
+                # Which exception types the decoders really raise (all of them are rejections).
+                name = type(cause).__name__
+                if name not in self.causes:
+                    print(f"new cause of {rejection.reason}: {name}: {cause}", flush=True)
+                self.causes[name] = self.causes.get(name, 0) + 1
         except Exception as error:
             frames = traceback.extract_tb(error.__traceback__)
             where = f"{Path(frames[-1].filename).name}:{frames[-1].lineno}" if frames else "?"
@@ -201,6 +212,7 @@ def main() -> None:
                 "-rss_limit_mb=3072",
                 "-max_len=65536",
                 "-print_final_stats=1",
+                "-close_fd_mask=2",  # Pillow's warnings about damaged EXIF, thousands of them
             ],
             recorder,
         )

@@ -354,7 +354,7 @@ _STORAGE_BYTES: Final[dict[str, int]] = {
 }
 # Fixed cost of the strip pipeline and decoder state: strips, their float64 temporaries for
 # 16-bit and float images, the 224-wide intermediate, libraries' tables.
-_PIPELINE_BYTES: Final[int] = 48 * 2**20
+_PIPELINE_BYTES: Final[int] = 64 * 2**20
 
 
 def decode_cost(image: Image.Image) -> DecodeCost:
@@ -368,7 +368,8 @@ def decode_cost(image: Image.Image) -> DecodeCost:
       multi-scan) JPEG also keeps every DCT coefficient of the full-size image (2 bytes per
       coefficient, 64 per 8x8 block of each component, subsampling included).
     * HEIF: libheif's decoded planes (up to 3 bytes per pixel at 4:4:4, 4 with alpha) and the
-      RGB(A) buffer handed over (3-4 bytes per pixel); Pillow's copy is skipped (see _heif_rows).
+      RGB(A) buffer handed over (3-4 bytes per pixel) instead of the Pillow picture: Pillow's
+      copy is skipped (see _heif_rows).
     * WebP: Pillow's WebP decoder goes through libwebp's animation decoder, which keeps its own
       RGBA canvas, and a bytes copy of it: three more RGBA buffers.
     * TIFF: libtiff's strip or tile buffer, at most one more copy of the picture.
@@ -386,7 +387,10 @@ def decode_cost(image: Image.Image) -> DecodeCost:
     if image_format in ("JPEG", "MPO") and _is_multi_scan(image):
         extra = _coefficient_bytes(image, width, height)
     elif image_format == "HEIF":
-        extra = width * height * 4  # libheif planes; the decoded buffer is counted above
+        # libheif's planes (up to 3 bytes per pixel, 4 with alpha) and its interleaved buffer
+        # (3 or 4), instead of Pillow's 4-byte storage counted above.
+        channels = 4 if mode in ("RGBA", "LA") else 3
+        extra = width * height * (2 * channels) - decoded
     elif image_format == "WEBP":
         extra = width * height * 4 * 3
     elif image_format == "TIFF":

@@ -23,6 +23,7 @@ from contracts.artifact import (
 )
 from contracts.unfamiliarity import UnfamiliarityScorer
 from handler.classifier import Classifier
+from handler.decode_budget import DecodeBudget
 from handler.settings import ConfigurationError, WorkerSettings
 from handler.worker import Worker
 
@@ -113,4 +114,5 @@ def build_worker(
         dynamodb_client=dynamodb_client,
         max_image_bytes=settings.max_image_bytes,
         max_image_pixels=settings.max_image_pixels,
+        decode_budget=DecodeBudget.for_function_memory(settings.aws_lambda_function_memory_size),
     )

@@ -42,10 +42,11 @@ import numpy as np
 from botocore.exceptions import ClientError
 
 from contracts.catalogue import CatalogueItem, Status, normalise_time, utc_now
-from contracts.image import DecodedImage, ImageRejected, decode_image
+from contracts.image import DecodedImage, ImageRejected, decode_image, estimate_decode_memory
 from contracts.unfamiliarity import REASON_UNFAMILIAR
 from handler import catalogue
 from handler.classifier import Classifier, Prediction
+from handler.decode_budget import DecodeBudget
 from handler.events import S3Record
 
 # Threads for S3 reads + decoding, and for DynamoDB writes: the time is spent waiting on the
@@ -171,6 +172,7 @@ class Worker:
         max_image_bytes: int,
         max_image_pixels: int,
         io_threads: int = IO_THREADS,
+        decode_budget: DecodeBudget | None = None,
     ) -> None:
         self.classifier = classifier
         self.model_version = model_version
@@ -180,6 +182,8 @@ class Worker:
         self.dynamodb = dynamodb_client
         self.max_image_bytes = max_image_bytes
         self.max_image_pixels = max_image_pixels
+        # Decodes wait for, or are refused by, the container's memory budget (issue 9).
+        self.decode_budget = decode_budget or DecodeBudget.for_function_memory(1024)
         # One pool for the container's lifetime (Lambda freezes it between invocations).
         self._pool = ThreadPoolExecutor(max_workers=io_threads, thread_name_prefix="worker-io")
 
@@ -306,9 +310,10 @@ class Worker:
                 return _Fetched(etag=record.etag, size=record.size, rejection=refusal)
             raise
         try:
-            image = decode_image(
-                data, max_bytes=self.max_image_bytes, max_pixels=self.max_image_pixels
-            )
+            limits = {"max_bytes": self.max_image_bytes, "max_pixels": self.max_image_pixels}
+            cost = estimate_decode_memory(data, **limits)  # from the header: nothing decoded yet
+            with self.decode_budget.reserve(cost.peak_bytes):
+                image = decode_image(data, max_memory=self.decode_budget.total_bytes, **limits)
         except ImageRejected as rejection:
             return _Fetched(etag=etag, size=len(data), rejection=rejection)
         return _Fetched(etag=etag, size=len(data), decoded=image)
