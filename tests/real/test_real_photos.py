@@ -39,11 +39,17 @@ def _subset(root: Path) -> Path:
     return root
 
 
-@pytest.fixture(scope="module")
-def real_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
+def test_real_photos_train_export_publish_and_catalogue(tmp_path: Path) -> None:
+    """One training run (one test, so parallel test workers never train it twice), then:"""
+    real_run = _train(tmp_path)
+    _real_weights_learn_far_above_the_random_backbone_control(real_run)
+    _float32_tflite_agrees_with_keras_and_the_artifact_records_its_evaluation(real_run)
+    _the_published_model_catalogues_real_photos_on_the_local_stack(real_run, tmp_path)
+
+
+def _train(base: Path) -> tuple[Path, Path, Path]:
     from model_build import train
 
-    base = tmp_path_factory.mktemp("real")
     data = _subset(base / "data")
     arguments = [
         "--data", str(data), "--weights", str(WEIGHTS), "--feature-cache-views", "1",
@@ -54,7 +60,7 @@ def real_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path
     return data, base / "run", base / "artifacts"
 
 
-def test_real_weights_learn_far_above_the_random_backbone_control(real_run) -> None:
+def _real_weights_learn_far_above_the_random_backbone_control(real_run) -> None:
     import keras
 
     from model_build.evaluate import load_split_images
@@ -87,7 +93,7 @@ def test_real_weights_learn_far_above_the_random_backbone_control(real_run) -> N
     assert metrics["accuracy"] >= control_accuracy + 0.3
 
 
-def test_float32_tflite_agrees_with_keras_and_the_artifact_records_its_evaluation(real_run) -> None:
+def _float32_tflite_agrees_with_keras_and_the_artifact_records_its_evaluation(real_run) -> None:
     from contracts.artifact import load_artifact
 
     _, run_dir, artifacts = real_run
@@ -101,7 +107,7 @@ def test_float32_tflite_agrees_with_keras_and_the_artifact_records_its_evaluatio
     assert "int8_gate" in artifact.manifest.int8
 
 
-def test_the_published_model_catalogues_real_photos_on_the_local_stack(
+def _the_published_model_catalogues_real_photos_on_the_local_stack(
     real_run, tmp_path: Path
 ) -> None:
     from contracts.catalogue import Status
