@@ -232,7 +232,7 @@ def recipe_row(
     target_precision: float,
     confidence: float,
 ) -> dict[str, Any]:
-    from model_build.evaluate import classification_report, top_k_accuracy
+    from model_build.metrics import classification_report, top_k_accuracy
     from model_build.thresholds import fit_and_measure
 
     calibration = fit_and_measure(

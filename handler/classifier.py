@@ -20,16 +20,14 @@ from pathlib import Path
 from typing import Final
 
 import numpy as np
-from ai_edge_litert.interpreter import Interpreter
 
 from contracts.catalogue import LabelScore
 from contracts.image import CHANNELS, IMAGE_SIZE
+from contracts.litert import BatchRunner, open_interpreter
+from contracts.scoring import apply_temperature, top_k
 from contracts.unfamiliarity import UnfamiliarityScorer
 
 TOP_K: Final[int] = 3
-_PROBABILITY_FLOOR: Final[float] = 1e-12
-# Softmax outputs of a quantised model sum to 1 only up to the quantisation step.
-_PROBABILITY_SUM_TOLERANCE: Final[float] = 0.05
 
 
 @dataclass(frozen=True)
@@ -57,10 +55,9 @@ class Classifier:
             raise ValueError(f"the calibration temperature must be positive, not {temperature}")
         self.labels = tuple(labels)
         self.temperature = float(temperature)
-        self._interpreter = Interpreter(
-            model_path=str(model_path), num_threads=num_threads or os.cpu_count() or 1
-        )
-        self._input = self._interpreter.get_input_details()[0]
+        self._interpreter = open_interpreter(model_path, num_threads=num_threads or os.cpu_count())
+        self._runner = BatchRunner(self._interpreter)  # the resize-allocate-invoke loop
+        self._input = self._runner.input
         # Probabilities are the output with one value per label; a model exported with pooled
         # backbone features (for the unfamiliarity score) has them as a second, wider output.
         outputs = self._interpreter.get_output_details()
@@ -83,8 +80,7 @@ class Classifier:
                 f"the model's input is {self._input['dtype'].__name__}{list(self._input['shape'])},"
                 f" not uint8[N, {IMAGE_SIZE}, {IMAGE_SIZE}, {CHANNELS}] (contract 1)"
             )
-        self._batch_size: int | None = None
-        self._resize(1)
+        self._runner.resize((1, IMAGE_SIZE, IMAGE_SIZE, CHANNELS))
         classes = int(chosen["shape"][-1])
         if classes != len(self.labels):
             raise ValueError(
@@ -95,10 +91,8 @@ class Classifier:
         """One inference for all images in ``pixels`` (uint8 ``[N, 224, 224, 3]``)."""
         if len(pixels) == 0:
             return []
-        self._resize(len(pixels))
-        self._interpreter.set_tensor(self._input["index"], np.ascontiguousarray(pixels))
-        self._interpreter.invoke()
-        output = self._dequantised(self._interpreter.get_tensor(self._output_index))
+        self._runner.invoke(pixels)
+        output = self._runner.output(self._output_index)
         result = predictions(calibrate(output, self.temperature), self.labels)
         if self.unfamiliarity is None or self._features_index is None:
             return result
@@ -109,49 +103,20 @@ class Classifier:
             for p, s in zip(result, scores, strict=True)
         ]
 
-    def _resize(self, batch_size: int) -> None:
-        if batch_size == self._batch_size:
-            return
-        self._interpreter.resize_tensor_input(
-            self._input["index"], [batch_size, IMAGE_SIZE, IMAGE_SIZE, CHANNELS]
-        )
-        self._interpreter.allocate_tensors()
-        self._batch_size = batch_size
-
-    def _dequantised(self, output: np.ndarray) -> np.ndarray:
-        details = next(
-            d for d in self._interpreter.get_output_details() if d["index"] == self._output_index
-        )
-        scale, zero_point = details.get("quantization", (0.0, 0))
-        if np.issubdtype(output.dtype, np.integer) and scale:
-            return (output.astype(np.float64) - zero_point) * scale
-        return output.astype(np.float64)
-
 
 def calibrate(output: np.ndarray, temperature: float) -> np.ndarray:
-    """Temperature scaling on log-probabilities: ``softmax(log p / T)``.
+    """Temperature scaling on log-probabilities: ``softmax(log p / T)`` (contracts.scoring).
 
     ``output`` may be probabilities (the model ends in softmax) or logits; for logits
     ``log_softmax`` comes first, which gives the same result as ``softmax(logits / T)``.
     """
-    output = np.asarray(output, dtype=np.float64)
-    sums = output.sum(axis=-1)
-    if np.all(output >= 0) and np.all(np.abs(sums - 1.0) <= _PROBABILITY_SUM_TOLERANCE):
-        log_probabilities = np.log(np.maximum(output / sums[..., None], _PROBABILITY_FLOOR))
-    else:
-        shifted = output - output.max(axis=-1, keepdims=True)
-        log_probabilities = shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
-    scaled = log_probabilities / temperature
-    scaled -= scaled.max(axis=-1, keepdims=True)
-    exponentials = np.exp(scaled)
-    return exponentials / exponentials.sum(axis=-1, keepdims=True)
+    return apply_temperature(output, temperature)
 
 
 def predictions(probabilities: np.ndarray, labels: Sequence[str]) -> list[Prediction]:
     """The top three labels of each row of calibrated probabilities."""
     result = []
-    for row in probabilities:
-        best = np.argsort(row)[::-1][:TOP_K]
+    for row, best in zip(probabilities, top_k(probabilities, TOP_K), strict=True):
         top = tuple(LabelScore(labels[i], round(float(row[i]), 6)) for i in best)
         result.append(Prediction(category=top[0].label, confidence=top[0].score, top3=top))
     return result

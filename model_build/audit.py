@@ -1,6 +1,9 @@
 """Audit a dataset before training on it: ``python -m model_build.audit DIR [--out FOLDER]``.
 
-Training runs the same audit automatically and writes its results into the run folder.
+Training runs the same audit automatically and writes its results into the run folder; the
+standalone command writes them to ``--out`` (default ``audit/<dataset folder name>`` under the
+working directory). Nothing is ever written into the dataset folder, which may be read-only
+(Kaggle's input folder is).
 
 It reports:
 
@@ -24,7 +27,8 @@ import argparse
 import json
 import sys
 from collections import defaultdict
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
@@ -32,12 +36,12 @@ import numpy as np
 
 from model_build.dataset import Dataset, DatasetError, discover
 from model_build.prepare import DecodeResult, decode_samples
+from model_build.run_folder import AUDIT_FIGURE, AUDIT_FILE
 
 NEAR_DUPLICATE_DISTANCE: Final[int] = 4  # of 64 perceptual-hash bits
 TINY_SIDE: Final[int] = 100
 IMBALANCE_RATIO: Final[float] = 1.5
-AUDIT_JSON: Final[str] = "audit.json"
-AUDIT_FIGURE: Final[str] = "audit_counts.png"
+AUDIT_JSON: Final[str] = AUDIT_FILE
 _MAX_LISTED: Final[int] = 1000
 
 
@@ -47,6 +51,7 @@ class AuditResult:
 
     report: dict
     unusable: frozenset[Path]
+    results: Mapping[str, DecodeResult] = field(default_factory=dict)  # by content hash
 
     @property
     def warnings(self) -> list[str]:
@@ -155,7 +160,7 @@ def audit_dataset(
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / AUDIT_JSON).write_text(json.dumps(report, indent=2) + "\n")
         plot_counts(counts, out_dir / AUDIT_FIGURE)
-    return AuditResult(report=report, unusable=frozenset(unusable))
+    return AuditResult(report=report, unusable=frozenset(unusable), results=results)
 
 
 def _cross_split_duplicates(
@@ -265,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
         "--out",
         type=Path,
         default=None,
-        help="where to write audit.json and the chart (default: DIR)",
+        help="where to write audit.json and the chart (default: audit/<DIR name>; never DIR)",
     )
     parser.add_argument("--val-fraction", type=float, default=0.2)
     parser.add_argument("--seed", type=int, default=0)
@@ -277,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
     except DatasetError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    out_dir = arguments.out or arguments.data
+    out_dir = arguments.out or Path("audit") / Path(arguments.data).resolve().name
     result = audit_dataset(
         dataset, out_dir, cache_dir=arguments.cache_dir, workers=arguments.workers
     )

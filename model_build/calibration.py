@@ -21,6 +21,8 @@ from typing import Any, Final
 import numpy as np
 from scipy.optimize import minimize_scalar
 
+from contracts import scoring
+
 ECE_BINS: Final[int] = 15
 _EPSILON: Final[float] = 1e-12
 _LOG_T_BOUNDS: Final[tuple[float, float]] = (-4.0, 4.0)  # T between 0.018 and 55
@@ -37,10 +39,10 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 
 
 def apply_temperature(probabilities: np.ndarray, temperature: float) -> np.ndarray:
-    """Calibrated probabilities: ``softmax(log(p) / T)``. The worker computes the same."""
-    if temperature <= 0:
-        raise ValueError(f"temperature must be positive, got {temperature}")
-    return softmax(logits_from_probabilities(probabilities) / temperature)
+    """Calibrated probabilities: ``softmax(log(p) / T)``.
+
+    :func:`contracts.scoring.apply_temperature`, the very function the worker uses."""
+    return scoring.apply_temperature(probabilities, temperature)
 
 
 def negative_log_likelihood(probabilities: np.ndarray, labels: np.ndarray) -> float:

@@ -289,9 +289,6 @@ def discover(data_dir: Path, *, val_fraction: float = 0.2, seed: int = 0) -> Dat
     )
 
 
-file_sha256 = sha256_file  # one definition of content hashing, shared with the artifact loader
-
-
 def _is_hidden(path: Path, base: Path) -> bool:
     return any(part.startswith(".") for part in path.relative_to(base).parts)
 
@@ -309,9 +306,17 @@ def _label_files(split_dir: Path) -> dict[str, list[Path]]:
 
 
 def _samples(files: dict[str, list[Path]], labels: tuple[str, ...]) -> tuple[Sample, ...]:
+    from model_build.progress import Progress
+
     pairs = [(label, path) for label in sorted(files) for path in files[label]]
-    with ThreadPoolExecutor(max_workers=8) as pool:  # hashlib releases the GIL
-        digests = list(pool.map(lambda pair: file_sha256(pair[1]), pairs))
+    digests = []
+    with (
+        Progress("hash", total=len(pairs), unit="file") as progress,
+        ThreadPoolExecutor(max_workers=8) as pool,  # hashlib releases the GIL
+    ):
+        for digest in pool.map(lambda pair: sha256_file(pair[1]), pairs):
+            digests.append(digest)
+            progress.update()
     index = {label: i for i, label in enumerate(labels)}
     return tuple(
         Sample(path=path, label=label, label_index=index[label], sha256=digest)

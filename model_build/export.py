@@ -22,15 +22,15 @@ batch size and runs a whole batch in one ``invoke``.
 Keras 3 models hold resource variables, which the TFLite calibrator cannot read, so the serving
 function is frozen (variables folded into constants) before either conversion.
 
-``python -m model_build.export RUN_DIR`` writes the files into the run folder; ``publish``
-calls :func:`export_run` itself when they are missing.
+``train.run`` calls :func:`export_model` with the model it holds, the val images and the Keras
+probabilities evaluation already computed. ``python -m model_build.export RUN_DIR``
+(:func:`export_run`) loads ``model.keras`` and rebuilds the run's recorded splits instead.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import logging
 import sys
 import warnings
@@ -41,13 +41,10 @@ from typing import Any, Final
 
 import numpy as np
 
+from contracts import litert
 from contracts.image import IMAGE_SIZE
-from contracts.unfamiliarity import UNFAMILIARITY_FILE
+from model_build.run_folder import MODEL_FILE, RunFolder
 
-MODEL_FILE: Final[str] = "model.tflite"
-MODEL_INT8_FILE: Final[str] = "model_int8.tflite"
-MODEL_INT8_REJECTED_FILE: Final[str] = "model_int8.rejected.tflite"
-EXPORT_REPORT_FILE: Final[str] = "export.json"
 INT8_MIN_AGREEMENT: Final[float] = 0.99
 NEAR_TIE: Final[float] = 1e-4
 REPRESENTATIVE_IMAGES: Final[int] = 200
@@ -93,10 +90,10 @@ def _frozen_serving_function(model: Any, image_size: int, features: bool = False
 
     spec = tf.TensorSpec([None, image_size, image_size, 3], tf.uint8, name="image")
     if features:
-        from model_build.model import BACKBONE_NAME
+        from model_build.model import SCALING_NAME, backbone_layer
 
-        scaling = model.get_layer("scale_to_minus1_1")
-        backbone = model.get_layer(BACKBONE_NAME)
+        scaling = model.get_layer(SCALING_NAME)
+        backbone = backbone_layer(model)
         head = model.get_layer("head")
 
     @tf.function(input_signature=[spec])
@@ -164,15 +161,10 @@ def convert_int8(
 
 
 def keras_predict(model: Any, images: np.ndarray, batch_size: int = BATCH_SIZE) -> np.ndarray:
-    """Keras probabilities for uint8 images, batch by batch (no tf.data, no progress bar)."""
-    outputs = [
-        np.asarray(model(images[start : start + batch_size].astype(np.float32), training=False))
-        for start in range(0, len(images), batch_size)
-    ]
-    return np.concatenate(outputs).astype(np.float32)
+    """Keras probabilities for uint8 images (compiled ``predict`` over a tf.data pipeline)."""
+    from model_build.pipeline import predict
 
-
-# --- running a TFLite file (LiteRT only; no TensorFlow) -----------------------------------------
+    return predict(model, images, batch_size=batch_size)
 
 
 def tflite_predict(
@@ -183,30 +175,9 @@ def tflite_predict(
     output: str = "probabilities",
 ) -> np.ndarray:
     """Probabilities (or, ``output="features"``, the pooled features of a model exported with
-    them) from a TFLite model under LiteRT, resizing the batch dimension as needed.
-
-    With two outputs, the probabilities are the one with the smaller last dimension."""
-    from ai_edge_litert.interpreter import Interpreter
-
-    if isinstance(model, bytes):
-        interpreter = Interpreter(model_content=model)
-    else:
-        interpreter = Interpreter(model_path=str(model))
-    input_index = interpreter.get_input_details()[0]["index"]
-    current = None
-    outputs = []
-    for start in range(0, len(images), batch_size):
-        batch = np.ascontiguousarray(images[start : start + batch_size], dtype=np.uint8)
-        if batch.shape[0] != current:
-            interpreter.resize_tensor_input(input_index, list(batch.shape))
-            interpreter.allocate_tensors()
-            current = batch.shape[0]
-        interpreter.set_tensor(input_index, batch)
-        interpreter.invoke()
-        details = sorted(interpreter.get_output_details(), key=lambda d: int(d["shape"][-1]))
-        chosen = details[-1] if output == "features" and len(details) > 1 else details[0]
-        outputs.append(interpreter.get_tensor(chosen["index"]).copy())
-    return np.concatenate(outputs).astype(np.float32)
+    them) from a TFLite model under LiteRT: :func:`contracts.litert.predict`, the worker's
+    resize-allocate-invoke loop. With two outputs, the probabilities are the narrower."""
+    return litert.predict(model, images, batch_size, output=output)
 
 
 # --- checks ------------------------------------------------------------------------------------
@@ -249,15 +220,22 @@ def export_model(
     target_precision: float = 0.98,
     threshold_confidence: float | None = None,
     features: bool = False,
+    keras_probabilities: np.ndarray | None = None,
 ) -> ExportReport:
     """Write model.tflite (+ model_int8.tflite when it passes its gate) and export.json.
 
     With ``val_labels`` the int8 gate is :func:`model_build.int8_gate.gate_int8` on
     ``eval_images``/``eval_labels`` (default: val itself), else top-1 agreement on val.
     """
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out = RunFolder(out_dir)
+    out.path.mkdir(parents=True, exist_ok=True)
     float_bytes = convert_float32(model, image_size=image_size, features=features)
-    keras_probs = keras_predict(model, val_images)
+    # Evaluation already has the Keras probabilities of val: no second pass when given.
+    keras_probs = (
+        keras_predict(model, val_images)
+        if keras_probabilities is None
+        else np.asarray(keras_probabilities, dtype=np.float32)
+    )
     float_probs = tflite_predict(float_bytes, val_images)
     check = float32_check(keras_probs, float_probs)
     if check["real_disagreements"]:
@@ -266,7 +244,7 @@ def export_model(
             f"{len(val_images)} val images (max probability difference "
             f"{check['max_abs_diff']:.2e}); the conversion is wrong"
         )
-    (out_dir / MODEL_FILE).write_bytes(float_bytes)
+    out.tflite_file.write_bytes(float_bytes)
     log(
         f"export: {MODEL_FILE} {len(float_bytes) / 1e6:.2f} MB, top-1 agrees with Keras on "
         f"{check['agreement']:.2%} of {len(val_images)} val images "
@@ -299,9 +277,9 @@ def export_model(
         published = gate["int8_published"]
     else:
         published = int8_agreement >= min_int8_agreement
-    for stale in (MODEL_INT8_FILE, MODEL_INT8_REJECTED_FILE):
-        (out_dir / stale).unlink(missing_ok=True)
-    (out_dir / (MODEL_INT8_FILE if published else MODEL_INT8_REJECTED_FILE)).write_bytes(int8_bytes)
+    for stale in (out.int8_file, out.int8_rejected_file):
+        stale.unlink(missing_ok=True)
+    (out.int8_file if published else out.int8_rejected_file).write_bytes(int8_bytes)
     if gate is None:
         verdict = "published" if published else f"NOT published (needs ≥ {min_int8_agreement:.0%})"
     else:
@@ -330,7 +308,7 @@ def export_model(
         representative_images=len(representative),
         int8_gate=gate,
     )
-    (out_dir / EXPORT_REPORT_FILE).write_text(json.dumps(report.to_dict(), indent=2) + "\n")
+    out.write_export(report.to_dict())
     return report
 
 
@@ -349,40 +327,35 @@ def _sample(images: np.ndarray, count: int) -> np.ndarray:
 
 
 def export_run(run_dir: Path, *, data_dir: Path | None = None) -> ExportReport:
-    """Export ``run_dir/model.keras`` using the run's own train and val images."""
+    """Standalone: export ``run_dir/model.keras`` using the run's own recorded splits."""
     import keras
 
-    from model_build.evaluate import _read_json, load_split_images, run_dataset
-    from model_build.holdout import evaluation_split
+    from model_build.holdout import evaluation_split_of
+    from model_build.prepare import run_split
 
-    run_dir = Path(run_dir)
-    model = keras.models.load_model(run_dir / "model.keras", compile=False)
-    val_images, val_labels = load_split_images(run_dir, "val", data_dir=data_dir)
-    split = evaluation_split(run_dataset(run_dir, data_dir))
-    eval_images, eval_labels = (
-        (val_images, val_labels)
-        if split == "val"
-        else load_split_images(run_dir, split, data_dir=data_dir)
-    )
-    calibration = (_read_json(run_dir / "metrics.json") or {}).get("calibration") or {}
-    train_images, _ = load_split_images(
-        run_dir, "train", data_dir=data_dir, limit=REPRESENTATIVE_IMAGES
-    )
+    run = RunFolder(run_dir)
+    record = run.read_data()
+    val = run_split(run, "val", data_dir=data_dir, record=record)
+    split = evaluation_split_of(record.splits)
+    evaluation = val if split == "val" else run_split(run, split, data_dir=data_dir, record=record)
+    train = run_split(run, "train", data_dir=data_dir, record=record, limit=REPRESENTATIVE_IMAGES)
+    calibration = (run.read_metrics() or {}).get("calibration") or {}
+    model = keras.models.load_model(run.model_file, compile=False)
     image_size = int(model.inputs[0].shape[1] or IMAGE_SIZE)
     return export_model(
         model,
-        run_dir,
-        val_images=val_images,
-        train_images=train_images,
+        run.path,
+        val_images=val.pixels,
+        train_images=train.pixels,
         image_size=image_size,
-        val_labels=val_labels,
-        eval_images=eval_images,
-        eval_labels=eval_labels,
+        val_labels=val.label_indices,
+        eval_images=evaluation.pixels,
+        eval_labels=evaluation.label_indices,
         evaluated_on=split,
         target_precision=float(calibration.get("target_precision") or 0.98),
         threshold_confidence=calibration.get("confidence"),
         # The unfamiliarity score needs the pooled backbone features as a second output.
-        features=(run_dir / UNFAMILIARITY_FILE).is_file(),
+        features=run.unfamiliarity_file.is_file(),
     )
 
 

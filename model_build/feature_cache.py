@@ -14,6 +14,9 @@ Trade-off, in short:
 * **Less augmentation diversity**: the head sees only K distinct views of each image instead of a
   fresh one every epoch, so with small K it can overfit sooner than plain training.
 * **Disk**: 7×7×1280 float16 = 125 KB per view and image (about 10 GB for 16,800 images × 5 views).
+  The files are kept in the cache folder across runs, keyed by (split content hash, backbone +
+  weights hash, view seed): a sweep over head settings, or a rerun, reuses them, and an
+  interrupted computation resumes within its view.
 * **Frozen only**: fine-tuning changes the backbone, so ``--fine-tune-layers`` runs its phase on
   the fly as usual.
 
@@ -26,7 +29,10 @@ model computes on the fly for it.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
+from collections.abc import Sequence
 from pathlib import Path
 
 import keras
@@ -34,11 +40,13 @@ import numpy as np
 import tensorflow as tf
 
 from model_build.augment import augment_batch, batch_seed, build_augmenter
-from model_build.model import BACKBONE_NAME
+from model_build.model import SCALING_NAME, backbone_layer
+from model_build.pipeline import gather_batches
+from model_build.progress import Progress
 
 FEATURE_DTYPE = np.float16
-HEAD_NAME = "head"
-SCALING_NAME = "scale_to_minus1_1"
+FEATURES_DIR = "features"
+_FLUSH_EVERY = 32  # batches between progress checkpoints of a partial view
 
 
 def view_seed(seed: int, view: int) -> int:
@@ -46,20 +54,22 @@ def view_seed(seed: int, view: int) -> int:
 
 
 def augmented_views(
-    pixels: np.ndarray, *, view: int, seed: int, batch_size: int
+    pixels: np.ndarray, *, view: int, seed: int, batch_size: int, start: int = 0
 ) -> tf.data.Dataset:
     """The batches of augmented view ``view`` of ``pixels``, in order (float32 0..255).
 
     A tf.data pipeline (augmentation prefetched while the backbone runs); batch ``b`` is augmented
     from the stateless seed ``batch_seed(view_seed(seed, view), 0, b)``, so a view is the same every
-    time it is produced although the batches are augmented in parallel.
+    time it is produced although the batches are augmented in parallel. ``start`` (a multiple of
+    ``batch_size``) skips the batches before it (resuming a partial view). The pixels are read
+    from the array (a memory map, typically) batch by batch, never copied whole.
     """
     augmenter = build_augmenter(view_seed(seed, view))
-    images = tf.constant(pixels)
-    dataset = tf.data.Dataset.range(len(pixels)).batch(batch_size).enumerate()
+    first = start // batch_size
+    dataset = gather_batches(pixels, batch_size, first_batch=first)
     dataset = dataset.map(
-        lambda number, index: augment_batch(
-            augmenter, tf.gather(images, index), seed=batch_seed(view_seed(seed, view), 0, number)
+        lambda number, batch: augment_batch(
+            augmenter, batch, seed=batch_seed(view_seed(seed, view), 0, number)
         ),
         num_parallel_calls=tf.data.AUTOTUNE,
         deterministic=True,
@@ -67,16 +77,110 @@ def augmented_views(
     return dataset.prefetch(2)
 
 
-def feature_extractor(model: keras.Model):
-    """A function pixels 0..255 → backbone features, using the model's own scaling and backbone."""
+def plain_batches(pixels: np.ndarray, *, batch_size: int, start: int = 0) -> tf.data.Dataset:
+    """The untouched images in order, batch by batch (float32 0..255)."""
+    dataset = gather_batches(pixels, batch_size, first_batch=start // batch_size)
+    return dataset.map(lambda number, batch: tf.cast(batch, tf.float32)).prefetch(2)
+
+
+def feature_extractor(model: keras.Model, strategy=None):
+    """A function pixels 0..255 → backbone features, using the model's own scaling and backbone.
+
+    With a distribution strategy of several replicas the batch is split across them
+    (``strategy.run`` on a distributed batch) and the features gathered back in order.
+    """
     scaling = model.get_layer(SCALING_NAME)
-    backbone = model.get_layer(BACKBONE_NAME)
+    backbone = backbone_layer(model)
 
     @tf.function(reduce_retracing=True)
     def extract(images: tf.Tensor) -> tf.Tensor:
         return backbone(scaling(tf.cast(images, tf.float32)), training=False)
 
-    return extract
+    if strategy is None or strategy.num_replicas_in_sync <= 1:
+        return extract
+
+    @tf.function(reduce_retracing=True)
+    def distributed_step(images):
+        return strategy.run(extract, args=(images,))
+
+    def extract_distributed(images):
+        images = tf.convert_to_tensor(images)
+        distributed = strategy.experimental_distribute_values_from_function(
+            lambda context: _shard(images, context)
+        )
+        return tf.concat(strategy.experimental_local_results(distributed_step(distributed)), axis=0)
+
+    return extract_distributed
+
+
+def _shard(images: tf.Tensor, context) -> tf.Tensor:
+    """Replica ``i`` of ``n`` gets the ``i``-th contiguous slice of the batch (order kept)."""
+    count = tf.shape(images)[0]
+    replicas = context.num_replicas_in_sync
+    index = context.replica_id_in_sync_group
+    size = (count + replicas - 1) // replicas
+    return images[tf.minimum(index * size, count) : tf.minimum((index + 1) * size, count)]
+
+
+def feature_shape(model: keras.Model) -> tuple[int, ...]:
+    return tuple(backbone_layer(model).outputs[0].shape[1:])
+
+
+def write_view(
+    extract,
+    pixels: np.ndarray,
+    path: Path,
+    *,
+    shape: tuple[int, ...],
+    view: int | None,
+    seed: int,
+    batch_size: int,
+    label: str = "features",
+) -> np.ndarray:
+    """Features of one view (``view=None``: the untouched images) into ``path`` (float16 .npy).
+
+    Resumable: the partial file ``<path>.partial.npy`` is reopened (never truncated) and the
+    count of rows already written, stored beside it after every few batches, is skipped.
+    Returns a read-only memmap ``[N, *shape]``.
+    """
+    if path.is_file():
+        return np.load(path, mmap_mode="r")
+    count = len(pixels)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.stem + ".partial.npy")
+    progress_file = path.with_name(path.stem + ".partial.json")
+    done = 0
+    if partial.is_file() and progress_file.is_file():
+        try:
+            done = int(json.loads(progress_file.read_text())["rows"])
+            store = np.lib.format.open_memmap(partial, mode="r+")
+            if store.shape != (count, *shape) or done % batch_size or done > count:
+                raise ValueError("partial file does not match")
+        except (OSError, ValueError, KeyError):
+            done = 0
+    if done == 0:
+        store = np.lib.format.open_memmap(
+            partial, mode="w+", dtype=FEATURE_DTYPE, shape=(count, *shape)
+        )
+    if view is None:
+        batches = plain_batches(pixels, batch_size=batch_size, start=done)
+    else:
+        batches = augmented_views(pixels, view=view, seed=seed, batch_size=batch_size, start=done)
+    offset = done
+    with Progress(label, total=count, initial=done, unit="img") as progress:
+        for number, batch in enumerate(batches, start=1):
+            size = int(batch.shape[0])
+            store[offset : offset + size] = np.asarray(extract(batch)).astype(FEATURE_DTYPE)
+            offset += size
+            progress.update(size)
+            if number % _FLUSH_EVERY == 0:
+                store.flush()
+                progress_file.write_text(json.dumps({"rows": offset}))
+    store.flush()
+    del store
+    partial.replace(path)
+    progress_file.unlink(missing_ok=True)
+    return np.load(path, mmap_mode="r")
 
 
 def compute_features(
@@ -88,37 +192,97 @@ def compute_features(
     seed: int,
     batch_size: int,
 ) -> np.ndarray:
-    """Features of ``views`` augmented views (``views=0``: the untouched images) → ``.npy`` file.
+    """Features of ``views`` augmented views (``views=0``: the untouched images) → one ``.npy``.
 
-    Returns a read-only memmap of shape ``[max(views, 1) * N, 7, 7, 1280]``; rows ``k*N .. k*N+N-1``
-    are view ``k`` in file order.
+    Returns a read-only memmap of shape ``[max(views, 1) * N, *feature shape]``; rows
+    ``k*N .. k*N+N-1`` are view ``k`` in file order. (Training uses :func:`cached_features`,
+    one file per view in the cache folder; this is the same computation into one file.)
     """
     extract = feature_extractor(model)
-    count = len(pixels)
-    shape = tuple(model.get_layer(BACKBONE_NAME).outputs[0].shape[1:])
-    rows = max(views, 1) * count
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_suffix(".partial.npy")
-    store = np.lib.format.open_memmap(partial, mode="w+", dtype=FEATURE_DTYPE, shape=(rows, *shape))
-    if views == 0:
-        for start in range(0, count, batch_size):
-            batch = pixels[start : start + batch_size]
-            store[start : start + len(batch)] = extract(batch).numpy().astype(FEATURE_DTYPE)
-    else:
-        for view in range(views):
-            offset = view * count
-            for batch in augmented_views(pixels, view=view, seed=seed, batch_size=batch_size):
-                size = int(batch.shape[0])
-                store[offset : offset + size] = extract(batch).numpy().astype(FEATURE_DTYPE)
-                offset += size
+    shape = feature_shape(model)
+    parts = [
+        write_view(
+            extract,
+            pixels,
+            path.with_name(f"{path.stem}.view{view}.npy"),
+            shape=shape,
+            view=None if views == 0 else view,
+            seed=seed,
+            batch_size=batch_size,
+        )
+        for view in range(max(views, 1))
+    ]
+    store = np.lib.format.open_memmap(
+        path, mode="w+", dtype=FEATURE_DTYPE, shape=(len(parts) * len(pixels), *shape)
+    )
+    for index, part in enumerate(parts):
+        store[index * len(pixels) : (index + 1) * len(pixels)] = part
     store.flush()
-    del store
-    partial.replace(path)
+    del store, parts
+    for view in range(max(views, 1)):
+        path.with_name(f"{path.stem}.view{view}.npy").unlink()
     return np.load(path, mmap_mode="r")
 
 
+def weights_hash(model: keras.Model) -> str:
+    """A hash of the backbone's architecture and weights (keys the feature cache)."""
+    backbone = backbone_layer(model)
+    digest = hashlib.sha256(backbone.name.encode())
+    for array in backbone.get_weights():
+        digest.update(str(array.shape).encode())
+        digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()[:16]
+
+
+def cached_features(
+    model: keras.Model,
+    split,
+    *,
+    views: int,
+    seed: int,
+    batch_size: int,
+    cache_dir: Path,
+    strategy=None,
+    name: str = "features",
+) -> list[np.ndarray]:
+    """The features of ``views`` augmented views of ``split`` (``views=0``: untouched), one
+    read-only memmap per view, from the cache folder or computed into it.
+
+    ``split`` is a :class:`model_build.prepare.PreparedSplit`. Key:
+    ``<cache_dir>/features/<backbone+weights hash>/<split content hash>/<view>.npy`` where
+    ``<view>`` is ``seed<view seed>_b<batch size>`` (batch ``b`` of a view is augmented from its
+    own seed, so the batch size is part of the view's definition) or ``plain``.
+    """
+    folder = Path(cache_dir) / FEATURES_DIR / weights_hash(model) / split.content_hash
+    extract = feature_extractor(model, strategy)
+    shape = feature_shape(model)
+    names = (
+        [f"seed{view_seed(seed, view)}_b{batch_size}" for view in range(views)]
+        if views
+        else ["plain"]
+    )
+    result = []
+    for index, stem in enumerate(names):
+        path = folder / f"{stem}.npy"
+        if not path.is_file():
+            print(f"features: {name} view {index + 1}/{len(names)} → {path}")
+        result.append(
+            write_view(
+                extract,
+                split.pixels,
+                path,
+                shape=shape,
+                view=index if views else None,
+                seed=seed,
+                batch_size=batch_size,
+                label=f"features {name} {index + 1}/{len(names)}",
+            )
+        )
+    return result
+
+
 def head_train_dataset(
-    features: np.ndarray,
+    features: np.ndarray | Sequence[np.ndarray],
     label_indices: np.ndarray,
     *,
     views: int,
@@ -135,6 +299,7 @@ def head_train_dataset(
     exactly the batches an uninterrupted run would.
     """
     count = len(label_indices)
+    features = _stacked(features, count)
     targets = np.tile(label_indices, views)
     total = len(targets)
     steps = math.ceil(count / batch_size)
@@ -153,9 +318,9 @@ def head_train_dataset(
 
 
 def head_eval_dataset(
-    features: np.ndarray, label_indices: np.ndarray, *, batch_size: int
+    features: np.ndarray | Sequence[np.ndarray], label_indices: np.ndarray, *, batch_size: int
 ) -> tf.data.Dataset:
-    load = _batch_loader(features, label_indices)
+    load = _batch_loader(_stacked(features, len(label_indices)), label_indices)
     dataset = tf.data.Dataset.range(len(label_indices)).batch(batch_size).map(load)
     return dataset.prefetch(tf.data.AUTOTUNE)
 
@@ -180,17 +345,27 @@ def _batch_loader(features: np.ndarray, targets: np.ndarray):
     return load
 
 
-class SaveFullModel(keras.callbacks.Callback):
-    """While the head trains on cached features, save the *full* model on val-accuracy gains."""
+class _Stacked:
+    """Row ``r`` of the views ``[v0, v1, …]`` stacked (view ``r // N``, image ``r % N``), read
+    from the per-view memmaps without concatenating them."""
 
-    def __init__(self, full_model: keras.Model, path: Path, initial_best: float = -math.inf):
-        super().__init__()
-        self.full_model = full_model
-        self.path = Path(path)
-        self.best = initial_best
+    def __init__(self, parts: Sequence[np.ndarray], count: int) -> None:
+        self.parts = list(parts)
+        self.count = count
+        self.shape = (len(self.parts) * count, *self.parts[0].shape[1:])
 
-    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        value = (logs or {}).get("val_accuracy")
-        if value is not None and value > self.best:
-            self.best = float(value)
-            self.full_model.save(self.path)
+    def __getitem__(self, rows: np.ndarray) -> np.ndarray:
+        rows = np.asarray(rows)
+        out = np.empty((len(rows), *self.shape[1:]), dtype=self.parts[0].dtype)
+        views, images = np.divmod(rows, self.count)
+        for view in np.unique(views):
+            mask = views == view
+            out[mask] = self.parts[int(view)][images[mask]]
+        return out
+
+
+def _stacked(features, count: int):
+    if isinstance(features, np.ndarray):
+        return features
+    parts = list(features)
+    return parts[0] if len(parts) == 1 else _Stacked(parts, count)

@@ -36,9 +36,14 @@ def evaluation_split(dataset: Dataset) -> str:
     ``"val"`` means nothing was held out (``--holdout-fraction 0`` and no ``test/``): the report
     then says its numbers are measured on the data they were fitted on.
     """
-    if dataset.splits.get("test"):
+    return evaluation_split_of(dataset.splits)
+
+
+def evaluation_split_of(splits) -> str:
+    """:func:`evaluation_split` of a split mapping (a dataset's, or a run's recorded splits)."""
+    if len(splits.get("test") or ()):
         return "test"
-    if dataset.splits.get(HOLDOUT_SPLIT):
+    if len(splits.get(HOLDOUT_SPLIT) or ()):
         return HOLDOUT_SPLIT
     return "val"
 

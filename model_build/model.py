@@ -22,17 +22,20 @@ same as the real model's.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Final, Literal
+from typing import Final
 
 import keras
 from keras import layers
 
 from contracts.image import CHANNELS, IMAGE_SIZE
+from model_build.backbones import BACKBONES, Backbone, backbone_spec
 
-MODEL_KINDS: Final[tuple[str, ...]] = ("mobilenet_v2", "small")
+MODEL_KINDS: Final[tuple[str, ...]] = (*BACKBONES, "small")
 HEAD_KINDS: Final[tuple[str, ...]] = ("reference", "gap")
-BACKBONE_NAME: Final[str] = "mobilenet_v2_backbone"
-ModelKind = Literal["mobilenet_v2", "small"]
+BACKBONE_NAME: Final[str] = BACKBONES["mobilenet_v2"].layer_name
+SCALING_NAME: Final[str] = "scale_to_minus1_1"
+HEAD_NAME: Final[str] = "head"
+ModelKind = str
 
 
 class WeightsUnavailable(RuntimeError):
@@ -50,7 +53,7 @@ def build_model(
 ) -> keras.Model:
     """Build an uncompiled classifier.
 
-    ``head`` (``mobilenet_v2`` only): ``"reference"`` (the reference head, exactly) or ``"gap"``
+    ``head`` (backbone models only): ``"reference"`` (the reference head, exactly) or ``"gap"``
     (global average pooling → dropout 0.3 → dense softmax; see :func:`build_head`).
 
     ``weights`` (``mobilenet_v2`` only): ``"imagenet"`` (Keras downloads and caches them in
@@ -60,29 +63,35 @@ def build_model(
     """
     if num_classes < 2:
         raise ValueError(f"a classifier needs at least 2 classes, got {num_classes}")
-    if kind == "mobilenet_v2":
-        return _build_mobilenet_v2(num_classes, weights, dropout_rate, image_size, head)
+    spec = backbone_spec(kind)
+    if spec is not None:
+        return _build_on_backbone(spec, num_classes, weights, dropout_rate, image_size, head)
     if kind == "small":
         return _build_small(num_classes, dropout_rate, image_size)
     raise ValueError(f"unknown model kind {kind!r}; expected one of {MODEL_KINDS}")
 
 
 def build_backbone(
-    weights: str | Path | None = "imagenet", image_size: int = IMAGE_SIZE
+    weights: str | Path | None = "imagenet",
+    image_size: int = IMAGE_SIZE,
+    spec: Backbone = BACKBONES["mobilenet_v2"],
 ) -> keras.Model:
-    """MobileNetV2 without its top, frozen. Raises :class:`WeightsUnavailable` when offline."""
+    """The registry entry's application without its top, frozen.
+
+    Raises :class:`WeightsUnavailable` when the ImageNet weights cannot be downloaded.
+    """
     weights = _normalise_weights(weights)
     try:
-        backbone = keras.applications.MobileNetV2(
+        backbone = getattr(keras.applications, spec.application)(
             input_shape=(image_size, image_size, CHANNELS),
             include_top=False,
             weights=weights,
-            name=BACKBONE_NAME,
+            name=spec.layer_name,
         )
     except Exception as error:  # keras.utils.get_file raises a plain Exception on URL errors
         if weights == "imagenet":
             raise WeightsUnavailable(
-                f"could not download the ImageNet MobileNetV2 weights ({_first_line(error)})"
+                f"could not download the ImageNet {spec.application} weights ({_first_line(error)})"
             ) from error
         raise
     backbone.trainable = False
@@ -106,7 +115,7 @@ def build_head(
         x = layers.GlobalAveragePooling2D(name="head_gap")(features)
         x = layers.Dropout(0.3, name="head_dropout")(x)
         outputs = layers.Dense(num_classes, activation="softmax", name="probabilities")(x)
-        return keras.Model(features, outputs, name="head")
+        return keras.Model(features, outputs, name=HEAD_NAME)
     if kind != "reference":
         raise ValueError(f"unknown head {kind!r}; expected one of {HEAD_KINDS}")
     x = layers.Conv2D(128, 3, activation="relu", name="head_conv")(features)
@@ -115,29 +124,48 @@ def build_head(
     x = layers.Dropout(dropout_rate, name="head_dropout")(x)
     x = layers.Dense(128, activation="relu", name="head_dense")(x)
     outputs = layers.Dense(num_classes, activation="softmax", name="probabilities")(x)
-    return keras.Model(features, outputs, name="head")
+    return keras.Model(features, outputs, name=HEAD_NAME)
 
 
-def _build_mobilenet_v2(
+def _build_on_backbone(
+    spec: Backbone,
     num_classes: int,
     weights: str | Path | None,
     dropout_rate: float,
     image_size: int,
     head_kind: str = "reference",
 ) -> keras.Model:
-    backbone = build_backbone(weights, image_size)
+    backbone = build_backbone(weights, image_size, spec)
     head = build_head(tuple(backbone.outputs[0].shape[1:]), num_classes, dropout_rate, head_kind)
     inputs = keras.Input(shape=(image_size, image_size, CHANNELS), name="image")
-    x = layers.Rescaling(1.0 / 127.5, offset=-1.0, name="scale_to_minus1_1")(inputs)
+    x = layers.Rescaling(spec.scale, offset=spec.offset, name=SCALING_NAME)(inputs)
     # training=False keeps BatchNorm in inference mode even when layers are unfrozen to fine-tune.
     features = backbone(x, training=False)
     outputs = head(features)
-    return keras.Model(inputs, outputs, name="mobilenet_v2_classifier")
+    return keras.Model(inputs, outputs, name=f"{spec.name}_classifier")
+
+
+def backbone_layer(model: keras.Model) -> keras.Model:
+    """The backbone sub-model of a classifier built on a registry entry (ValueError otherwise)."""
+    for spec in BACKBONES.values():
+        try:
+            return model.get_layer(spec.layer_name)
+        except ValueError:
+            continue
+    raise ValueError(f"{model.name} has no backbone layer")
+
+
+def backbone_of(model: keras.Model) -> keras.Model | None:
+    """The backbone sub-model of a classifier, or None for the small CNN (no backbone)."""
+    try:
+        return backbone_layer(model)
+    except ValueError:
+        return None
 
 
 def _build_small(num_classes: int, dropout_rate: float, image_size: int) -> keras.Model:
     inputs = keras.Input(shape=(image_size, image_size, CHANNELS), name="image")
-    x = layers.Rescaling(1.0 / 127.5, offset=-1.0, name="scale_to_minus1_1")(inputs)
+    x = layers.Rescaling(1.0 / 127.5, offset=-1.0, name=SCALING_NAME)(inputs)
     x = layers.AveragePooling2D(2, name="downsample")(x)
     # 112 → 56 by a strided convolution, then three conv + pool stages down to 7×7.
     for index, (filters, strides) in enumerate(((24, 2), (32, 1), (64, 1), (128, 1))):
@@ -156,14 +184,6 @@ def _build_small(num_classes: int, dropout_rate: float, image_size: int) -> kera
     return keras.Model(inputs, outputs, name="small_cnn")
 
 
-def backbone_of(model: keras.Model) -> keras.Model | None:
-    """The MobileNetV2 sub-model of a ``mobilenet_v2`` classifier, or None for other kinds."""
-    try:
-        return model.get_layer(BACKBONE_NAME)
-    except ValueError:
-        return None
-
-
 def _normalise_weights(weights: str | Path | None) -> str | None:
     if weights is None or str(weights).lower() == "none":
         return None
@@ -178,3 +198,21 @@ def _normalise_weights(weights: str | Path | None) -> str | None:
 def _first_line(error: BaseException) -> str:
     text = str(error).strip().splitlines()
     return text[0] if text else type(error).__name__
+
+
+def ensure_weights(kind: str, weights: str | Path | None) -> None:
+    """Fail fast, before any data is decoded: the weights file exists, or the ImageNet weights
+    are in Keras' cache (downloaded now if not). Raises :class:`WeightsUnavailable` or
+    ``FileNotFoundError``."""
+    spec = backbone_spec(kind)
+    normalised = _normalise_weights(weights)  # FileNotFoundError for a missing PATH
+    if spec is None or normalised != "imagenet":
+        return
+    try:
+        keras.utils.get_file(
+            spec.weights_file, spec.weights_url + spec.weights_file, cache_subdir="models"
+        )
+    except Exception as error:  # get_file raises a plain Exception on URL errors
+        raise WeightsUnavailable(
+            f"could not download the ImageNet {spec.application} weights ({_first_line(error)})"
+        ) from error

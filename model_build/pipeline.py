@@ -1,8 +1,10 @@
 """tf.data input pipelines over prepared (decoded-once) uint8 arrays.
 
-No file is opened and no JPEG decoded here: batches are gathered from the in-memory uint8 array
-that :func:`model_build.prepare.prepare_split` loaded from the cache, augmented in the graph
-(train only) and prefetched.
+No file is opened and no JPEG decoded here: batches are gathered from the uint8 array that
+:func:`model_build.prepare.prepare_split` returns — a read-only memory map of the split's pixels in
+the cache folder — by a ``tf.numpy_function`` per batch, augmented in the graph (train only) and
+prefetched. The pixels are never copied whole (no ``tf.constant`` of the array, no tf.data copy):
+one copy lives in the page cache, and each batch is read from it when it is needed.
 
 **Epoch randomness.** With an :class:`EpochRandomness` (what training always passes) everything
 random in epoch ``e`` is a pure function of ``(seed, e)``: the shuffle order is a stateless
@@ -64,15 +66,11 @@ class EpochRandomness(keras.callbacks.Callback):
         super().__init__()
         self.seed = int(seed)
         self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
-        self.layers: list = []
-
-    def track(self, layer: keras.Layer) -> None:
-        self.layers.append(layer)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch.assign(epoch)
         model = [self.model] if self.model is not None else []
-        reseed([*self.layers, *model], self.seed, epoch)
+        reseed(model, self.seed, epoch)
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         self.set_epoch(epoch)
@@ -100,16 +98,16 @@ def train_dataset(
     (reshuffled per iteration) and the batch seeds come from a seeded random stream redrawn per
     iteration, reproducible only for a process that runs every epoch.
     """
-    images = tf.constant(pixels)
-    targets = tf.constant(label_indices)
     count = len(pixels)
     augmenter = build_augmenter(seed) if augment else None
+    gather = _gatherer(pixels, label_indices)
 
     def load(index, key):
-        batch = tf.cast(tf.gather(images, index), tf.float32)
+        images, targets = gather(index)
+        batch = tf.cast(images, tf.float32)
         if augmenter is not None:
             batch = augmenter(batch, seed=key, training=True)
-        return batch, tf.gather(targets, index)
+        return batch, targets
 
     # Every batch carries its own seed, so the map can run in parallel and stay reproducible:
     # ``deterministic=True`` keeps the output order, and no random state is shared between calls.
@@ -146,13 +144,132 @@ def train_dataset(
 
 
 def eval_dataset(
-    pixels: np.ndarray, label_indices: np.ndarray, *, batch_size: int
+    pixels: np.ndarray, label_indices: np.ndarray | None = None, *, batch_size: int
 ) -> tf.data.Dataset:
-    """Batches in file order, untouched (no augmentation)."""
-    images = tf.constant(pixels)
-    targets = tf.constant(label_indices)
-    dataset = tf.data.Dataset.range(len(pixels)).batch(batch_size)
-    dataset = dataset.map(
-        lambda index: (tf.cast(tf.gather(images, index), tf.float32), tf.gather(targets, index))
-    )
+    """Batches in file order, untouched (no augmentation); images only without labels."""
+    if label_indices is None:
+        return (
+            gather_batches(pixels, batch_size)
+            .map(lambda number, batch: tf.cast(batch, tf.float32))
+            .prefetch(tf.data.AUTOTUNE)
+        )
+    gather = _gatherer(pixels, label_indices)
+
+    def load(index):
+        images, targets = gather(index)
+        return tf.cast(images, tf.float32), targets
+
+    dataset = tf.data.Dataset.range(len(pixels)).batch(batch_size).map(load)
     return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def gather_batches(pixels: np.ndarray, batch_size: int, *, first_batch: int = 0):
+    """``(batch number, uint8 batch)`` in file order from batch ``first_batch`` on."""
+    count = len(pixels)
+    gather = _gatherer(pixels, None)
+    batches = tf.data.Dataset.range(count).batch(batch_size).enumerate()
+    return batches.skip(first_batch).map(lambda number, index: (number, gather(index)))
+
+
+def _gatherer(pixels: np.ndarray, label_indices: np.ndarray | None):
+    """A graph function: int64 row indices → the uint8 pixels of those rows (and their labels),
+    read from the (memory-mapped) array by ``tf.numpy_function``."""
+    shape = tuple(pixels.shape[1:])
+    targets = None if label_indices is None else np.asarray(label_indices, dtype=np.int64)
+
+    def read(index: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(pixels[index])
+
+    def gather(index: tf.Tensor):
+        images = tf.numpy_function(read, [index], tf.uint8, stateful=False)
+        images.set_shape((None, *shape))
+        if targets is None:
+            return images
+        return images, tf.gather(tf.constant(targets), index)
+
+    return gather
+
+
+def replicas_of(model) -> int:
+    """Replicas of the distribution strategy ``model`` was built under (1 without one)."""
+    strategy = getattr(model, "distribute_strategy", None)
+    return int(getattr(strategy, "num_replicas_in_sync", 1) or 1)
+
+
+def pad_for_replicas(dataset: tf.data.Dataset, replicas: int) -> tf.data.Dataset:
+    """Pad every batch to a multiple of ``replicas`` with copies of its first row, weighted 0.
+
+    ``MirroredStrategy`` splits a global batch between the replicas; a last batch that does not
+    divide evenly (7 images on 2 replicas) fails inside Keras' ``fit``/``predict`` (``AddN must
+    have the same size and shape``). Batches of ``(x, y)`` become ``(x, y, weight)`` — compile
+    with :func:`compile_for` so the padding counts neither in the loss nor in the accuracy —
+    and batches of ``x`` alone are padded (cut the predictions to the real count).
+    """
+    if replicas <= 1:
+        return dataset
+
+    def pad(images, targets=None):
+        count = tf.shape(images)[0]
+        extra = (-count) % replicas
+        padded = tf.concat([images, tf.repeat(images[:1], extra, axis=0)], axis=0)
+        if targets is None:
+            return padded
+        weights = tf.concat([tf.ones([count]), tf.zeros([extra])], axis=0)
+        targets = tf.concat([targets, tf.repeat(targets[:1], extra, axis=0)], axis=0)
+        return padded, targets, weights
+
+    return dataset.map(pad)
+
+
+def compile_for(model, learning_rate: float, replicas: int = 1) -> None:
+    """Adam, sparse categorical cross-entropy, accuracy; weighted (padding rows count 0) when
+    the batches are padded for several replicas (:func:`pad_for_replicas`)."""
+    if replicas <= 1:
+        model.compile(
+            optimizer=keras.optimizers.Adam(learning_rate=learning_rate),
+            # Integer labels; identical to the reference's categorical cross-entropy on one-hot.
+            loss="sparse_categorical_crossentropy",
+            metrics=["accuracy"],
+        )
+        return
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate=learning_rate),
+        loss=keras.losses.SparseCategoricalCrossentropy(reduction="mean_with_sample_weight"),
+        weighted_metrics=["accuracy"],
+    )
+
+
+def predict(
+    model, pixels: np.ndarray, *, batch_size: int = 32, verbose: int = 0, label: str | None = None
+) -> np.ndarray:
+    """The model's probabilities for uint8 images, compiled (``predict``), batch by batch.
+
+    With ``label`` (and ``verbose=0``) progress is reported as :mod:`model_build.progress` does.
+    """
+    data = pad_for_replicas(eval_dataset(pixels, batch_size=batch_size), replicas_of(model))
+    callbacks = []
+    if label and not verbose:
+        callbacks.append(_PredictProgress(label, len(pixels), batch_size))
+    try:
+        output = model.predict(data, verbose=verbose, callbacks=callbacks)
+    finally:
+        for callback in callbacks:
+            callback.close()
+    return np.asarray(output, dtype=np.float32)[: len(pixels)]
+
+
+class _PredictProgress(keras.callbacks.Callback):
+    def __init__(self, label: str, total: int, batch_size: int) -> None:
+        from model_build.progress import Progress
+
+        super().__init__()
+        self.progress = Progress(label, total=total)
+        self.total, self.batch_size, self.done = total, batch_size, 0
+
+    def on_predict_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        step = min(self.batch_size, self.total - self.done)
+        self.done += step
+        self.progress.update(step)
+
+    def close(self) -> None:
+        self.progress.__exit__(None, None, None)

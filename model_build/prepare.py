@@ -10,6 +10,11 @@ keyed by the file's content hash and the image function's version. Re-running tr
 run on the same data, the audit and the evaluation all read the cache; no JPEG is decoded per
 epoch, and a change to the image function (a new version) never reuses stale arrays.
 The default cache is ``.cache/prepared`` under the working directory.
+
+A split's pixels are assembled once into one file, ``<cache_dir>/v<…>/splits/<split content
+hash>.npy`` (uint8 ``[N, 224, 224, 3]``), and handed to training as a read-only **memory map**:
+the only copy of the pixels is the page cache of that file (the whole 16,803-image train split is
+2.5 GB), which the tf.data pipelines read batch by batch.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ import io
 import json
 import os
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,14 +33,17 @@ import imagehash
 import numpy as np
 from PIL import Image
 
+from contracts.artifact import sha256_file
 from contracts.image import (
     CHANNELS,
     IMAGE_FUNCTION_VERSION,
     IMAGE_SIZE,
     ImageRejected,
-    image_to_tensor,
+    decode_image,
 )
 from model_build.dataset import Dataset, Sample
+from model_build.progress import Progress
+from model_build.run_folder import RecordedSplit, split_content_hash
 
 DEFAULT_CACHE_DIR: Final[Path] = Path(".cache/prepared")
 _CHUNK_SIZE: Final[int] = 16
@@ -69,9 +77,15 @@ class PreparedSplit:
     paths: tuple[Path, ...]
     labels: tuple[str, ...]
     skipped: tuple[tuple[Path, str], ...] = ()
+    sha256: tuple[str, ...] = ()  # content hash of each kept file, in order
 
     def __len__(self) -> int:
         return len(self.paths)
+
+    @property
+    def content_hash(self) -> str:
+        """Hash of the kept files' contents and labels in order (keys the split's caches)."""
+        return split_content_hash(self.sha256, self.label_indices)
 
 
 def cache_root(cache_dir: Path | None = None) -> Path:
@@ -105,14 +119,17 @@ def decode_samples(
             results[digest] = cached
     if todo:
         workers = workers or os.cpu_count() or 1
-        if workers > 1 and len(todo) > 1:
-            with ProcessPoolExecutor(max_workers=workers) as pool:
-                for result in pool.map(_decode_into_cache, todo, chunksize=_CHUNK_SIZE):
+        with Progress("decode", total=len(todo)) as progress:
+            if workers > 1 and len(todo) > 1:
+                with ProcessPoolExecutor(max_workers=workers) as pool:
+                    for result in pool.map(_decode_into_cache, todo, chunksize=_CHUNK_SIZE):
+                        results[result.sha256] = result
+                        progress.update()
+            else:
+                for job in todo:
+                    result = _decode_into_cache(job)
                     results[result.sha256] = result
-        else:
-            for job in todo:
-                result = _decode_into_cache(job)
-                results[result.sha256] = result
+                    progress.update()
     return results
 
 
@@ -131,47 +148,158 @@ def prepare_split(
     *,
     cache_dir: Path | None = None,
     workers: int | None = None,
+    results: Mapping[str, DecodeResult] | None = None,
 ) -> PreparedSplit:
     """Decode (or load from the cache) every file of ``split`` of ``dataset``.
 
     ``dataset`` comes from :func:`model_build.dataset.discover`; ``split`` is ``"train"``,
-    ``"val"`` or ``"test"``. Returns a :class:`PreparedSplit` whose pixels are byte-identical to
-    ``contracts.image.image_to_tensor(path.read_bytes())`` for every file kept. Refused files are
-    skipped, never fatal.
+    ``"val"`` or ``"test"``. Returns a :class:`PreparedSplit` whose pixels (a read-only memory
+    map) are byte-identical to ``contracts.image.image_to_tensor(path.read_bytes())`` for every
+    file kept. Refused files are skipped, never fatal. ``results`` are the decode results the
+    audit already has (then nothing is looked up again).
     """
     if split not in dataset.splits:
         raise ValueError(f"the dataset has no {split!r} split (it has {sorted(dataset.splits)})")
     samples = dataset.splits[split]
-    results = decode_samples(samples, cache_dir=cache_dir, workers=workers)
+    if results is None or any(s.sha256 not in results for s in samples):
+        results = decode_samples(samples, cache_dir=cache_dir, workers=workers)
     kept = [s for s in samples if results[s.sha256].ok]
     skipped = tuple((s.path, results[s.sha256].reason) for s in samples if not results[s.sha256].ok)
-    pixels = np.empty((len(kept), IMAGE_SIZE, IMAGE_SIZE, CHANNELS), dtype=np.uint8)
-    for row, sample in enumerate(kept):
-        pixels[row] = load_pixels(sample.sha256, cache_dir=cache_dir)
+    digests = tuple(s.sha256 for s in kept)
+    label_indices = np.array([s.label_index for s in kept], dtype=np.int64)
     return PreparedSplit(
-        pixels=pixels,
-        label_indices=np.array([s.label_index for s in kept], dtype=np.int64),
+        pixels=split_pixels(digests, label_indices, cache_dir=cache_dir, name=split),
+        label_indices=label_indices,
         paths=tuple(s.path for s in kept),
         labels=dataset.labels,
         skipped=skipped,
+        sha256=digests,
     )
 
 
-def prepare_files(
-    paths: Sequence[Path], *, cache_dir: Path | None = None, workers: int | None = None
+def split_pixels(
+    digests: Sequence[str], label_indices, *, cache_dir: Path | None = None, name: str = "split"
 ) -> np.ndarray:
-    """Pixels of arbitrary files (no labels), via the cache; ValueError names a refused file."""
-    from model_build.dataset import file_sha256
+    """The pixels of ``digests`` in order, as a read-only memmap of the split file in the cache
+    (assembled from the per-file entries the first time)."""
+    root = cache_root(cache_dir) / "splits"
+    path = root / f"{split_content_hash(digests, label_indices)}.npy"
+    if not path.is_file():
+        root.mkdir(parents=True, exist_ok=True)
+        partial = root / f".{path.stem}.{os.getpid()}.partial.npy"
+        shape = (len(digests), IMAGE_SIZE, IMAGE_SIZE, CHANNELS)
+        store = np.lib.format.open_memmap(partial, mode="w+", dtype=np.uint8, shape=shape)
+        with Progress(f"assemble {name}", total=len(digests)) as progress:
+            for row, digest in enumerate(digests):
+                store[row] = load_pixels(digest, cache_dir=cache_dir)
+                progress.update()
+        store.flush()
+        del store
+        os.replace(partial, path)
+    return np.load(path, mmap_mode="r")
 
-    samples = [
-        Sample(path=Path(p), label="", label_index=-1, sha256=file_sha256(Path(p))) for p in paths
-    ]
-    results = decode_samples(samples, cache_dir=cache_dir, workers=workers)
-    for sample in samples:
-        result = results[sample.sha256]
-        if not result.ok:
-            raise ValueError(f"{sample.path}: {result.reason}: {result.detail}")
-    return np.stack([load_pixels(s.sha256, cache_dir=cache_dir) for s in samples])
+
+def recorded_split(
+    record: RecordedSplit,
+    *,
+    data_dir: Path,
+    labels: Sequence[str],
+    cache_dir: Path | None = None,
+    limit: int | None = None,
+) -> PreparedSplit:
+    """Rebuild a split a run recorded (``data.json``): the same contents, in the same order.
+
+    Pixels come from the prepare cache by content hash. A content missing from the cache is
+    decoded from its recorded file when that file still has those bytes; otherwise every file
+    under ``data_dir`` is hashed to find it (renamed or moved), and a content found nowhere is an
+    error. ``limit`` keeps a fixed random subset (chosen before anything is read).
+    """
+    rows = limited_rows(len(record), limit)
+    digests = [record.sha256[i] for i in rows]
+    label_indices = np.array([record.label_indices[i] for i in rows], dtype=np.int64)
+    paths = tuple(Path(data_dir) / record.paths[i] for i in rows)
+    root = cache_root(cache_dir)
+    missing = {
+        digest: path
+        for digest, path in zip(digests, paths, strict=True)
+        if _read_cached_result(root, digest) is None
+    }
+    if missing:
+        _decode_missing(missing, data_dir=Path(data_dir), cache_dir=cache_dir)
+    return PreparedSplit(
+        pixels=split_pixels(digests, label_indices, cache_dir=cache_dir),
+        label_indices=label_indices,
+        paths=paths,
+        labels=tuple(labels),
+        sha256=tuple(digests),
+    )
+
+
+def limited_rows(count: int, limit: int | None) -> list[int]:
+    """The rows a ``limit`` keeps of ``count``: all, or a fixed random subset in file order."""
+    if limit is None or count <= limit:
+        return list(range(count))
+    return sorted(int(i) for i in np.random.default_rng(0).choice(count, size=limit, replace=False))
+
+
+def subset(split: PreparedSplit, limit: int | None) -> PreparedSplit:
+    """``split`` limited as :func:`recorded_split` limits a recorded one (same rows)."""
+    rows = limited_rows(len(split), limit)
+    if len(rows) == len(split):
+        return split
+    return PreparedSplit(
+        pixels=split.pixels[rows],
+        label_indices=split.label_indices[rows],
+        paths=tuple(split.paths[i] for i in rows),
+        labels=split.labels,
+        sha256=tuple(split.sha256[i] for i in rows),
+    )
+
+
+def run_split(
+    run,
+    split: str,
+    *,
+    data_dir: Path | None = None,
+    record=None,
+    limit: int | None = None,
+) -> PreparedSplit:
+    """A split of a run folder (:class:`model_build.run_folder.RunFolder`) as it was trained on,
+    from ``data.json``; ``data_dir`` overrides the recorded folder (the files moved)."""
+    record = record or run.read_data()
+    if split not in record.splits:
+        raise ValueError(f"{run.path} recorded no {split!r} split (it has {sorted(record.splits)})")
+    cache_dir = run.config_dict().get("cache_dir")
+    return recorded_split(
+        record.splits[split],
+        data_dir=Path(data_dir) if data_dir else record.data_dir,
+        labels=record.labels,
+        cache_dir=Path(cache_dir) if cache_dir else None,
+        limit=limit,
+    )
+
+
+def _decode_missing(missing: dict[str, Path], *, data_dir: Path, cache_dir: Path | None) -> None:
+    found: dict[str, Path] = {}
+    for digest, path in missing.items():
+        if path.is_file() and sha256_file(path) == digest:
+            found[digest] = path
+    if len(found) < len(missing):
+        for path in sorted(p for p in data_dir.rglob("*") if p.is_file()):
+            digest = sha256_file(path)
+            if digest in missing and digest not in found:
+                found[digest] = path
+    lost = sorted(set(missing) - set(found))
+    if lost:
+        raise ValueError(
+            f"{len(lost)} file(s) of the recorded split are neither in the prepare cache nor "
+            f"under {data_dir} (first content sha256 {lost[0]}): the dataset changed"
+        )
+    samples = [Sample(path=p, label="", label_index=-1, sha256=d) for d, p in found.items()]
+    results = decode_samples(samples, cache_dir=cache_dir)
+    refused = [d for d in found if not results[d].ok]
+    if refused:
+        raise ValueError(f"{found[refused[0]]} of the recorded split can no longer be decoded")
 
 
 # --- the worker side ---------------------------------------------------------------------------
@@ -229,14 +357,12 @@ def _decode_into_cache(job: tuple[str, str, str]) -> DecodeResult:
     except OSError as error:
         return DecodeResult(sha256=digest, ok=False, reason="unreadable", detail=str(error))
     try:
-        pixels = image_to_tensor(data)
+        decoded = decode_image(data)  # what image_to_tensor returns, with the original size
     except ImageRejected as error:
         payload = json.dumps({"reason": error.reason, "detail": error.detail}).encode()
         _atomic_write(_entry_path(root_path, digest, ".json"), payload)
         return DecodeResult(sha256=digest, ok=False, reason=error.reason, detail=error.detail)
-    # The original size, for the audit's tiny-image warning (header only; it decoded above).
-    with Image.open(io.BytesIO(data)) as header:
-        width, height = header.size
+    pixels, width, height = decoded.pixels, decoded.width, decoded.height
     phash = str(imagehash.phash(Image.fromarray(pixels)))
     buffer = io.BytesIO()
     np.savez(

@@ -18,9 +18,10 @@ Safety:
   version is uploaded (``manifest.json`` last) before ``latest.json`` is written. A publish that
   dies half-way therefore leaves ``latest.json`` pointing at the previous, complete version.
 
-Missing evaluation (``metrics.json``) or export (``model.tflite``) outputs are produced first by
-:mod:`model_build.evaluate` and :mod:`model_build.export`; TensorFlow is imported only then, so
-publishing an already exported run (and the test helper in ``tests/support``) needs none.
+Training evaluates and exports before it publishes (``train.run``). The standalone command, given
+a run folder without ``metrics.json`` or ``model.tflite`` (e.g. an interrupted run), produces them
+first with :mod:`model_build.evaluate` and :mod:`model_build.export`; TensorFlow is imported only
+then, so publishing an already exported run (and the test helper in ``tests/support``) needs none.
 """
 
 from __future__ import annotations
@@ -60,11 +61,15 @@ from contracts.artifact import (
     split_s3_uri,
 )
 from contracts.image import IMAGE_FUNCTION_VERSION, IMAGE_SIZE
+from model_build.backbones import scaling_of
+from model_build.run_folder import (
+    AUDIT_FILE,
+    CONFIG_FILE,
+    EXPORT_REPORT_FILE,
+    METRICS_FILE,
+    RunFolder,
+)
 
-METRICS_FILE: Final[str] = "metrics.json"
-EXPORT_REPORT_FILE: Final[str] = "export.json"
-CONFIG_FILE: Final[str] = "config.json"
-AUDIT_FILE: Final[str] = "audit.json"
 LIBRARIES: Final[tuple[str, ...]] = (
     "tensorflow",
     "keras",
@@ -111,11 +116,7 @@ def _read_json(path: Path, default: Any = None) -> Any:
 
 def _dataset_summary(run_dir: Path, config: dict[str, Any]) -> dict[str, Any]:
     """Dataset counts and the audit's findings, kept small enough for a manifest."""
-    summary: dict[str, Any] = {}
-    extra = config.get("extra") if isinstance(config.get("extra"), dict) else {}
-    for key in ("data_dir", "train_images", "val_images"):
-        if key in extra:
-            summary[key] = extra[key]
+    summary: dict[str, Any] = RunFolder(run_dir).data_summary()
     audit = _read_json(run_dir / AUDIT_FILE, {})
     if isinstance(audit, dict) and audit:
         compact = {}
@@ -173,6 +174,7 @@ def build_manifest(
             input=InputContract(
                 shape=[None, image_size, image_size, 3],
                 image_function_version=IMAGE_FUNCTION_VERSION,
+                scaling=scaling_of(config.get("model")),
             ),
             labels=labels,
             files={

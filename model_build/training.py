@@ -26,18 +26,27 @@ from __future__ import annotations
 
 import math
 import os
-import shutil
 import signal
-from pathlib import Path
+from dataclasses import dataclass
 
 import keras
 import numpy as np
 
+from model_build.config import Plan
+from model_build.model import backbone_layer
 from model_build.prepare import PreparedSplit
+from model_build.run_folder import RunFolder
 
-MODEL_FILE = "model.keras"
-HISTORY_FILE = "history.csv"
 KILL_HOOK = "MODEL_BUILD_TEST_KILL_AT"
+
+
+@dataclass
+class Trained:
+    """What training hands to evaluation and export: the model holding the best weights."""
+
+    model: keras.Model
+    epochs: int  # rows of history.csv
+    best_val_accuracy: float | None
 
 
 class ThresholdStop(keras.callbacks.Callback):
@@ -70,6 +79,23 @@ class LogLearningRate(keras.callbacks.Callback):
             logs["learning_rate"] = float(np.asarray(self.model.optimizer.learning_rate))
 
 
+class BestWeights(keras.callbacks.Callback):
+    """Keep the weights of the best epoch (val accuracy) in memory, beside the checkpoint file,
+    so the model handed to evaluation and export needs no reload of ``model.keras``."""
+
+    def __init__(self, model: keras.Model, best: float) -> None:
+        super().__init__()
+        self.target = model
+        self.best = best
+        self.weights: list[np.ndarray] | None = None
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        value = (logs or {}).get("val_accuracy")
+        if value is not None and value > self.best:
+            self.best = float(value)
+            self.weights = self.target.get_weights()
+
+
 class _StandInOptimizer:
     def __init__(self, learning_rate: float) -> None:
         self.learning_rate = learning_rate
@@ -90,16 +116,12 @@ class _ReplayHistory:
     process stopped. The real optimizer is not touched: its learning rate comes back with the
     backup."""
 
-    history_path: Path
+    run: RunFolder
     first_epoch: int
 
     def on_train_begin(self, logs: dict | None = None) -> None:
-        from model_build.train import _history_rows
-
         super().on_train_begin(logs)
-        rows = [
-            row for row in _history_rows(self.history_path) if int(row["epoch"]) >= self.first_epoch
-        ]
+        rows = [row for row in self.run.history_rows() if int(row["epoch"]) >= self.first_epoch]
         if not rows:
             return
         model = self._model
@@ -114,22 +136,15 @@ class _ReplayHistory:
 
 
 class ResumableReduceLROnPlateau(_ReplayHistory, keras.callbacks.ReduceLROnPlateau):
-    def __init__(self, history_path: Path, first_epoch: int, **kwargs) -> None:
+    def __init__(self, run: RunFolder, first_epoch: int, **kwargs) -> None:
         super().__init__(**kwargs)
-        self.history_path, self.first_epoch = Path(history_path), first_epoch
+        self.run, self.first_epoch = run, first_epoch
 
 
 class ResumableEarlyStopping(_ReplayHistory, keras.callbacks.EarlyStopping):
-    def __init__(self, history_path: Path, first_epoch: int, **kwargs) -> None:
+    def __init__(self, run: RunFolder, first_epoch: int, **kwargs) -> None:
         super().__init__(**kwargs)
-        self.history_path, self.first_epoch = Path(history_path), first_epoch
-
-
-def _history_best(run_dir: Path) -> float:
-    from model_build.train import _history_rows
-
-    values = [float(row["val_accuracy"]) for row in _history_rows(run_dir / HISTORY_FILE)]
-    return max(values) if values else -math.inf
+        self.run, self.first_epoch = run, first_epoch
 
 
 class _KillAt(keras.callbacks.Callback):
@@ -149,32 +164,50 @@ class _KillAt(keras.callbacks.Callback):
             os.kill(os.getpid(), signal.SIGKILL)
 
 
-def _callbacks(config, run_dir: Path, backup_name: str, randomness, checkpoint=None) -> list:
-    from model_build.train import _backed_up_epochs, _trim_history
+class SaveFullModel(keras.callbacks.Callback):
+    """While the head trains on cached features, save the *full* model on val-accuracy gains."""
 
-    backup_dir = run_dir / backup_name
-    completed = _backed_up_epochs(backup_dir) or _phase_offset(run_dir)
-    _trim_history(run_dir / HISTORY_FILE, completed)
-    best = _history_best(run_dir)
+    def __init__(self, full_model: keras.Model, path, initial_best: float = -math.inf):
+        super().__init__()
+        self.full_model = full_model
+        self.path = path
+        self.best = initial_best
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        value = (logs or {}).get("val_accuracy")
+        if value is not None and value > self.best:
+            self.best = float(value)
+            self.full_model.save(self.path)
+
+
+def _callbacks(
+    plan: Plan, run: RunFolder, phase: str, randomness, best: BestWeights, checkpoint=None
+) -> list:
+    config = plan.config
+    first_epoch = run.phase1_epochs() or 0  # this phase's first epoch
+    completed = run.backed_up_epochs(phase) or first_epoch
+    run.trim_history(completed)
+    history_best = run.best_val_accuracy()
     if checkpoint is None:
         checkpoint = keras.callbacks.ModelCheckpoint(
-            run_dir / MODEL_FILE,
+            run.model_file,
             monitor="val_accuracy",
             mode="max",
             save_best_only=True,
-            initial_value_threshold=None if best == -math.inf else best,
+            initial_value_threshold=history_best,
         )
-    elif best != -math.inf:
-        checkpoint.best = best
-    history = run_dir / HISTORY_FILE
-    first_epoch = _phase_offset(run_dir)  # this phase's first epoch
+    elif history_best is not None:
+        checkpoint.best = history_best
+    if history_best is not None:
+        best.best = history_best
     callbacks = [
         randomness,
         LogLearningRate(),
-        keras.callbacks.CSVLogger(history, append=True),
+        keras.callbacks.CSVLogger(run.history_file, append=True),
         checkpoint,
+        best,
         ResumableReduceLROnPlateau(
-            history,
+            run,
             first_epoch,
             monitor="val_loss",
             mode="min",
@@ -184,175 +217,199 @@ def _callbacks(config, run_dir: Path, backup_name: str, randomness, checkpoint=N
         ),
         ThresholdStop(config.stop_train_accuracy, config.stop_val_accuracy),
         ResumableEarlyStopping(
-            history,
+            run,
             first_epoch,
             monitor="val_loss",
             mode="min",
             patience=config.early_stopping_patience,
         ),
-        keras.callbacks.BackupAndRestore(backup_dir, delete_checkpoint=False),
+        keras.callbacks.BackupAndRestore(run.backup_dir(phase), delete_checkpoint=False),
     ]
     if os.environ.get(KILL_HOOK):
         callbacks.append(_KillAt(os.environ[KILL_HOOK]))
     return callbacks
 
 
-def _phase_offset(run_dir: Path) -> int:
-    """Epochs of phase 1 once it is complete (fine-tuning continues its epoch count)."""
-    marker = run_dir / "phase1_epochs.txt"
-    return int(marker.read_text()) if marker.is_file() else 0
+def _compile(model: keras.Model, plan: Plan, learning_rate: float) -> None:
+    from model_build.pipeline import compile_for
+
+    compile_for(model, learning_rate, plan.replicas)
 
 
-def _compile(model: keras.Model, learning_rate: float) -> None:
-    model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate=learning_rate),
-        # Integer labels; identical to the reference's categorical cross-entropy on one-hot.
-        loss="sparse_categorical_crossentropy",
-        metrics=["accuracy"],
-    )
+def train(
+    plan: Plan,
+    run: RunFolder,
+    model: keras.Model,
+    train_split: PreparedSplit,
+    val_split: PreparedSplit,
+    strategy,
+) -> Trained:
+    """Phase 1 (on the fly, or the head on cached features), then optional fine-tuning.
 
-
-def _phase1_done(run_dir: Path) -> int | None:
-    marker = run_dir / "phase1_epochs.txt"
-    return int(marker.read_text()) if marker.is_file() else None
-
-
-def _finish_phase1(run_dir: Path) -> int:
-    from model_build.train import _history_rows
-
-    epochs = len(_history_rows(run_dir / HISTORY_FILE))
-    (run_dir / "phase1_epochs.txt").write_text(f"{epochs}\n")
-    return epochs
-
-
-def train_plain(config, run_dir: Path, model, train: PreparedSplit, val: PreparedSplit, strategy):
-    """Phase 1 on the fly: augmented batches from the prepared arrays through the whole model."""
-    from model_build.pipeline import EpochRandomness, eval_dataset, train_dataset
-
-    done = _phase1_done(run_dir)
+    Returns the model holding its best weights (val accuracy), as saved in ``model.keras``.
+    """
+    best = BestWeights(model, -math.inf)
+    done = run.phase1_epochs()
     if done is not None:
         print(f"phase 1 already complete ({done} epochs); skipping it")
-        return done
+    elif plan.uses_feature_cache:
+        train_head_on_features(plan, run, model, train_split, val_split, strategy, best)
+    else:
+        train_plain(plan, run, model, train_split, val_split, strategy, best)
+    if plan.config.fine_tune_layers > 0 and plan.uses_backbone:
+        _restore_best(run, model, best)
+        best = BestWeights(model, -math.inf)
+        fine_tune(plan, run, model, train_split, val_split, strategy, best)
+    _restore_best(run, model, best)
+    return Trained(model=model, epochs=len(run.history_rows()), best_val_accuracy=best.best)
+
+
+def _restore_best(run: RunFolder, model: keras.Model, best: BestWeights) -> None:
+    """Put the best epoch's weights into ``model``: from memory, or (when that epoch ran in an
+    earlier, interrupted process) from ``model.keras``."""
+    history_best = run.best_val_accuracy()
+    if best.weights is not None and (history_best is None or best.best >= history_best):
+        model.set_weights(best.weights)
+    elif run.model_file.is_file():
+        model.load_weights(run.model_file)
+
+
+def train_plain(
+    plan: Plan,
+    run: RunFolder,
+    model: keras.Model,
+    train_split: PreparedSplit,
+    val_split: PreparedSplit,
+    strategy,
+    best: BestWeights,
+) -> int:
+    """Phase 1 on the fly: augmented batches from the prepared arrays through the whole model."""
+    from model_build.pipeline import EpochRandomness, eval_dataset, pad_for_replicas, train_dataset
+
+    config = plan.config
     with strategy.scope():
-        _compile(model, config.learning_rate)
+        _compile(model, plan, plan.learning_rate)
     randomness = EpochRandomness(config.seed)
     train_data = train_dataset(
-        train.pixels,
-        train.label_indices,
-        batch_size=config.batch_size,
+        train_split.pixels,
+        train_split.label_indices,
+        batch_size=plan.global_batch_size,
         seed=config.seed,
         randomness=randomness,
     )
-    val_data = eval_dataset(val.pixels, val.label_indices, batch_size=config.batch_size)
-    model.fit(
-        train_data,
-        validation_data=val_data,
-        epochs=config.epochs,
-        callbacks=_callbacks(config, run_dir, "backup", randomness),
-        shuffle=False,  # the tf.data pipeline shuffles (seeded)
-        verbose=2,
+    val_data = eval_dataset(
+        val_split.pixels, val_split.label_indices, batch_size=plan.global_batch_size
     )
-    return _finish_phase1(run_dir)
+    model.fit(
+        pad_for_replicas(train_data, plan.replicas),
+        validation_data=pad_for_replicas(val_data, plan.replicas),
+        epochs=config.epochs,
+        callbacks=_callbacks(plan, run, "phase1", randomness, best),
+        shuffle=False,  # the tf.data pipeline shuffles (seeded)
+        verbose=plan.verbose,
+    )
+    return run.finish_phase1()
 
 
 def train_head_on_features(
-    config, run_dir: Path, model, train: PreparedSplit, val: PreparedSplit, strategy
-):
+    plan: Plan,
+    run: RunFolder,
+    model: keras.Model,
+    train_split: PreparedSplit,
+    val_split: PreparedSplit,
+    strategy,
+    best: BestWeights,
+) -> int:
     """Phase 1 with ``--feature-cache-views K``: the head alone on cached backbone features."""
     from model_build.feature_cache import (
-        HEAD_NAME,
-        SaveFullModel,
-        compute_features,
+        cached_features,
         head_eval_dataset,
         head_train_dataset,
     )
-    from model_build.pipeline import EpochRandomness
-    from model_build.train import _backed_up_epochs
+    from model_build.model import HEAD_NAME
+    from model_build.pipeline import EpochRandomness, pad_for_replicas
 
-    done = _phase1_done(run_dir)
-    if done is not None:
-        print(f"phase 1 already complete ({done} epochs); skipping it")
-        return done
+    config = plan.config
     views = config.feature_cache_views
-    cache = run_dir / "feature_cache"
-    train_path, val_path = cache / f"train_{views}_views.npy", cache / "val.npy"
-    if train_path.is_file():
-        train_features = np.load(train_path, mmap_mode="r")
-    else:
-        print(f"computing backbone features for {views} augmented views of {len(train)} images")
-        train_features = compute_features(
-            model, train.pixels, train_path, views=views, seed=config.seed,
-            batch_size=config.batch_size,
-        )  # fmt: skip
-    if val_path.is_file():
-        val_features = np.load(val_path, mmap_mode="r")
-    else:
-        val_features = compute_features(
-            model, val.pixels, val_path, views=0, seed=config.seed, batch_size=config.batch_size
-        )
+    batch_size = plan.global_batch_size
+    settings = {
+        "seed": config.seed,
+        "batch_size": batch_size,
+        "cache_dir": plan.cache_dir,
+        "strategy": strategy,
+    }
+    train_features = cached_features(model, train_split, views=views, name="train", **settings)
+    val_features = cached_features(model, val_split, views=0, name="val", **settings)
     head = model.get_layer(HEAD_NAME)
     with strategy.scope():
-        _compile(head, config.learning_rate)
+        _compile(head, plan, plan.learning_rate)
     train_data, steps = head_train_dataset(
         train_features,
-        train.label_indices,
+        train_split.label_indices,
         views=views,
-        batch_size=config.batch_size,
+        batch_size=batch_size,
         seed=config.seed,
-        first_epoch=_backed_up_epochs(run_dir / "backup"),
+        first_epoch=run.backed_up_epochs("phase1"),
     )
-    val_data = head_eval_dataset(val_features, val.label_indices, batch_size=config.batch_size)
-    checkpoint = SaveFullModel(model, run_dir / MODEL_FILE)
+    val_data = head_eval_dataset(val_features, val_split.label_indices, batch_size=batch_size)
+    checkpoint = SaveFullModel(model, run.model_file)
+    best.target = model
     head.fit(
-        train_data,
-        validation_data=val_data,
+        pad_for_replicas(train_data, plan.replicas),
+        validation_data=pad_for_replicas(val_data, plan.replicas),
         epochs=config.epochs,
         steps_per_epoch=steps,
         callbacks=_callbacks(
-            config, run_dir, "backup", EpochRandomness(config.seed), checkpoint=checkpoint
+            plan, run, "phase1", EpochRandomness(config.seed), best, checkpoint=checkpoint
         ),
         shuffle=False,
-        verbose=2,
+        verbose=plan.verbose,
     )
-    return _finish_phase1(run_dir)
+    return run.finish_phase1()
 
 
 def fine_tune(
-    config, run_dir: Path, train: PreparedSplit, val: PreparedSplit, strategy, epochs_done: int
+    plan: Plan,
+    run: RunFolder,
+    model: keras.Model,
+    train_split: PreparedSplit,
+    val_split: PreparedSplit,
+    strategy,
+    best: BestWeights,
 ) -> int:
-    """Phase 2: from the best phase-1 checkpoint, unfreeze the top N backbone layers.
+    """Phase 2: from the best phase-1 weights, unfreeze the top N backbone layers.
 
     BatchNorm layers stay frozen (and the backbone is called with training=False), so their
     moving statistics are not wrecked by small batches — the keras-io transfer-learning recipe.
     """
-    from model_build.model import BACKBONE_NAME
-    from model_build.pipeline import EpochRandomness, eval_dataset, train_dataset
+    from model_build.pipeline import EpochRandomness, eval_dataset, pad_for_replicas, train_dataset
 
+    config = plan.config
+    epochs_done = run.phase1_epochs() or 0
     with strategy.scope():
-        model = keras.models.load_model(run_dir / MODEL_FILE)
-        unfreeze_top_layers(model.get_layer(BACKBONE_NAME), config.fine_tune_layers)
-        _compile(model, config.fine_tune_learning_rate)
+        unfreeze_top_layers(backbone_layer(model), config.fine_tune_layers)
+        _compile(model, plan, plan.fine_tune_learning_rate)
     randomness = EpochRandomness(config.seed + 1)
     train_data = train_dataset(
-        train.pixels,
-        train.label_indices,
-        batch_size=config.batch_size,
+        train_split.pixels,
+        train_split.label_indices,
+        batch_size=plan.global_batch_size,
         seed=config.seed + 1,
         randomness=randomness,
     )
-    val_data = eval_dataset(val.pixels, val.label_indices, batch_size=config.batch_size)
+    val_data = eval_dataset(
+        val_split.pixels, val_split.label_indices, batch_size=plan.global_batch_size
+    )
     model.fit(
-        train_data,
-        validation_data=val_data,
+        pad_for_replicas(train_data, plan.replicas),
+        validation_data=pad_for_replicas(val_data, plan.replicas),
         initial_epoch=epochs_done,
         epochs=epochs_done + config.fine_tune_epochs,
-        callbacks=_callbacks(config, run_dir, "backup_fine_tune", randomness),
+        callbacks=_callbacks(plan, run, "fine_tune", randomness, best),
         shuffle=False,
-        verbose=2,
+        verbose=plan.verbose,
     )
-    from model_build.train import _history_rows
-
-    return len(_history_rows(run_dir / HISTORY_FILE))
+    return len(run.history_rows())
 
 
 def unfreeze_top_layers(backbone: keras.Model, count: int) -> None:
@@ -363,31 +420,3 @@ def unfreeze_top_layers(backbone: keras.Model, count: int) -> None:
     for index, layer in enumerate(backbone.layers):
         in_top = index >= len(backbone.layers) - count
         layer.trainable = in_top and not isinstance(layer, keras.layers.BatchNormalization)
-
-
-def plot_history(rows: list[dict], path: Path) -> None:
-    """Accuracy and loss curves, train and val, per epoch (the reference's training plots)."""
-    if not rows:
-        return
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot
-
-    epochs = [int(row["epoch"]) + 1 for row in rows]
-    figure, (left, right) = pyplot.subplots(1, 2, figsize=(11, 4))
-    for axis, metric in ((left, "accuracy"), (right, "loss")):
-        axis.plot(epochs, [float(row[metric]) for row in rows], label=f"train {metric}")
-        axis.plot(epochs, [float(row[f"val_{metric}"]) for row in rows], label=f"val {metric}")
-        axis.set_xlabel("epoch")
-        axis.set_title(metric)
-        axis.legend()
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    pyplot.close(figure)
-
-
-def remove_backups(run_dir: Path) -> None:
-    """Delete the resume backups and cached features once a run has finished."""
-    for name in ("backup", "backup_fine_tune", "feature_cache"):
-        shutil.rmtree(run_dir / name, ignore_errors=True)

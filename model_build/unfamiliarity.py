@@ -267,10 +267,16 @@ def evaluate_unfamiliarity(
     eval_images: np.ndarray,
     *,
     unfamiliar_dir: Any = None,
+    train: Any = None,
 ) -> dict[str, Any] | None:
-    """The evaluation's hook: fit on up to 2,000 training photos, report against unfamiliar ones."""
-    from model_build.evaluate import load_split_images
+    """The evaluation's hook: fit on up to 2,000 training photos, report against unfamiliar ones.
+
+    ``train`` is the prepared train split training holds (a fixed random subset of it is used);
+    ``None`` rebuilds that subset from the run folder's recorded split.
+    """
     from model_build.model import backbone_of
+    from model_build.prepare import run_split, subset
+    from model_build.run_folder import RunFolder
 
     if backbone_of(model) is None:  # the small demo CNN: no backbone features to score
         from pathlib import Path
@@ -279,7 +285,13 @@ def evaluate_unfamiliarity(
 
         (Path(run_dir) / UNFAMILIARITY_FILE).unlink(missing_ok=True)
         return None
-    train = load_split_images(run_dir, "train", data_dir=data_dir, limit=UNFAMILIARITY_TRAIN_IMAGES)
+    if train is None:
+        train = run_split(
+            RunFolder(run_dir), "train", data_dir=data_dir, limit=UNFAMILIARITY_TRAIN_IMAGES
+        )
+    else:
+        train = subset(train, UNFAMILIARITY_TRAIN_IMAGES)
+    train = (np.asarray(train.pixels), train.label_indices)
     if unfamiliar_dir is not None:
         unfamiliar, source = load_folder_pixels(unfamiliar_dir), f"photos in {unfamiliar_dir}"
     else:

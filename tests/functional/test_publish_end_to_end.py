@@ -10,6 +10,8 @@ import pytest
 from sklearn import metrics as skm
 
 from contracts.artifact import load_artifact
+from model_build.dataset import discover
+from model_build.run_folder import RunFolder
 from model_build.sample_data import generate_dataset
 
 pytestmark = pytest.mark.functional
@@ -46,22 +48,24 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
         "epoch,accuracy,loss,val_accuracy,val_loss\n0,0.4,1.1,0.3,1.2\n1,0.5,1.0,0.4,1.1\n"
     )
     config = {"data": None, "seed": 0, "cache_dir": str(base / "cache"), "model": "tiny"}
-    config["extra"] = {"data_dir": str(data)}
     (run_dir / "config.json").write_text(json.dumps(config))
+    RunFolder(run_dir).write_data(discover(data))  # the splits' content hashes, as training does
     return run_dir
 
 
 def test_evaluate_export_publish_load(tiny_run: Path, tmp_path: Path) -> None:
     import keras
 
-    from model_build.evaluate import evaluate_run, load_split_images
+    from model_build.evaluate import evaluate_run
     from model_build.export import keras_predict
+    from model_build.prepare import run_split
     from model_build.publish import publish_run
 
     metrics = evaluate_run(tiny_run, target_precision=0.9)
 
     # The report's numbers are scikit-learn's on the same predictions; support = image counts.
-    images, y_true = load_split_images(tiny_run, "val")
+    val = run_split(RunFolder(tiny_run), "val")
+    images, y_true = val.pixels, val.label_indices
     assert len(images) == VAL_PER_LABEL * len(LABELS)
     model = keras.models.load_model(tiny_run / "model.keras", compile=False)
     y_pred = keras_predict(model, images).argmax(1)

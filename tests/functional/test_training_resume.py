@@ -37,8 +37,8 @@ TOLERANCE = {"rtol": 1e-5, "atol": 1e-7}
 # Runs training with the resume backups kept (they hold the final weights and optimizer state).
 DRIVER = (
     "import sys\n"
-    "import model_build.training as training\n"
-    "training.remove_backups = lambda run_dir: None\n"
+    "from model_build.run_folder import RunFolder\n"
+    "RunFolder.remove_backups = lambda self: None\n"
     "from model_build import train\n"
     "sys.exit(train.main(sys.argv[1:]))\n"
 )

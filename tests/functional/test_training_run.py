@@ -54,12 +54,13 @@ def test_a_tiny_run_learns_and_writes_its_run_folder(
     assert "small stand-in CNN" in output
     assert output.strip().splitlines()[-1].startswith("done: best val accuracy")
     for name in ("model.keras", "labels.json", "history.csv", "config.json", "audit.json",
-                 "audit_counts.png", "augmentation_preview.png", "history.png"):  # fmt: skip
+                 "audit_counts.png", "augmentation_preview.png", "report/training_curves.png",
+                 "data.json", "model.tflite", "export.json"):  # fmt: skip
         assert (out / name).is_file(), name
     assert json.loads((out / "labels.json").read_text()) == list(LABELS)
     config = json.loads((out / "config.json").read_text())
     assert config["model"] == "small"
-    assert config["extra"]["train_images"] == 48
+    assert json.loads((out / "data.json").read_text())["images"]["train"] == 48
     best = max(float(row["val_accuracy"]) for row in _history(out))
     assert best >= 0.6  # chance is 0.33
 

@@ -63,7 +63,6 @@ def _train(base: Path) -> tuple[Path, Path, Path]:
 def _real_weights_learn_far_above_the_random_backbone_control(real_run) -> None:
     import keras
 
-    from model_build.evaluate import load_split_images
     from model_build.feature_cache import compute_features
     from model_build.model import build_head, build_model
 
@@ -76,8 +75,12 @@ def _real_weights_learn_far_above_the_random_backbone_control(real_run) -> None:
     # without fine-tuning trained; now refused by the command itself).
     keras.utils.set_random_seed(0)
     control = build_model("mobilenet_v2", num_classes=len(LABELS), weights=None)
-    train_images, train_labels = load_split_images(run_dir, "train")
-    held_images, held_labels = load_split_images(run_dir, "holdout")
+    from model_build.prepare import run_split
+    from model_build.run_folder import RunFolder
+
+    train_split, held_split = (run_split(RunFolder(run_dir), name) for name in ("train", "holdout"))
+    train_images, train_labels = train_split.pixels, train_split.label_indices
+    held_images, held_labels = held_split.pixels, held_split.label_indices
     features = compute_features(
         control, train_images, run_dir / "c.npy", views=0, seed=0, batch_size=32
     )

@@ -11,15 +11,15 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
-from model_build.evaluate import (
+from model_build.evaluate import evaluate_predictions
+from model_build.metrics import (
     classification_report,
     confusion_matrix,
-    evaluate_predictions,
     format_report,
     most_confused_pairs,
-    read_history,
     top_k_accuracy,
 )
+from model_build.run_folder import read_history
 
 LABELS = ["bathtub", "bouncer", "carrier", "stroller", "walkers"]
 COUNTS = [30, 7, 12, 0, 21]  # imbalanced, one label with no val images at all

@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from model_build.audit import AUDIT_FIGURE, AUDIT_JSON, audit_dataset, main
@@ -83,12 +84,23 @@ def test_audit_warns_about_tiny_images_and_imbalance(tmp_path: Path) -> None:
     assert any("class imbalance" in w and "bathtub has 8" in w for w in report["warnings"])
 
 
-def test_cli_writes_report_next_to_the_data(tmp_path: Path, capsys) -> None:
+def test_cli_writes_report_to_its_out_folder_never_into_a_read_only_dataset(
+    tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
     root = _planted(tmp_path)
-
-    status = main([str(root), "--cache-dir", str(tmp_path / "cache"), "--workers", "1"])
+    before = sorted(p.relative_to(root) for p in root.rglob("*"))
+    folders = [root, *(p for p in root.rglob("*") if p.is_dir())]
+    for folder in folders:
+        folder.chmod(0o555)  # read-only, like Kaggle's input folder
+    monkeypatch.chdir(tmp_path)
+    try:
+        status = main([str(root), "--cache-dir", str(tmp_path / "cache"), "--workers", "1"])
+    finally:
+        for folder in folders:
+            folder.chmod(0o755)
 
     assert status == 0
-    assert (root / AUDIT_JSON).is_file()
+    assert (tmp_path / "audit" / root.name / AUDIT_JSON).is_file()
+    assert sorted(p.relative_to(root) for p in root.rglob("*")) == before
     assert "skipped" in capsys.readouterr().out
     assert main([str(tmp_path / "missing")]) == 2

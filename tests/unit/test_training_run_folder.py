@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from model_build import train
-from model_build.train import RUN_STATE, TrainConfig, _trim_history, resolve_run_dir
+from model_build.config import TrainConfig, UserError
+from model_build.run_folder import RUN_STATE, RunFolder, resolve_run_dir
 from model_build.training import ThresholdStop
 
 
@@ -30,8 +30,10 @@ def test_without_out_the_newest_unfinished_matching_run_is_resumed(
     _state(Path("runs/20260103T000000Z"), other, "running")  # other settings
     _state(Path("runs/20260104T000000Z"), config, "done")  # finished
 
-    assert resolve_run_dir(config) == (Path("runs/20260102T000000Z"), True)
-    fresh_dir, resuming = resolve_run_dir(TrainConfig(data="d", fresh=True).resolved())
+    found, resuming = resolve_run_dir(config)
+    assert (found.path, resuming) == (Path("runs/20260102T000000Z"), True)
+    fresh, resuming = resolve_run_dir(TrainConfig(data="d", fresh=True).resolved())
+    fresh_dir = fresh.path
     assert not resuming
     assert fresh_dir.parent == Path("runs")
     assert fresh_dir.name not in {p.name for p in Path("runs").iterdir()}
@@ -41,7 +43,7 @@ def test_explicit_out_of_a_finished_run_is_refused(tmp_path: Path) -> None:
     config = TrainConfig(data="d", out=str(tmp_path / "run")).resolved()
     _state(tmp_path / "run", config, "done")
 
-    with pytest.raises(train._UserError, match="already holds a finished run"):
+    with pytest.raises(UserError, match="already holds a finished run"):
         resolve_run_dir(config)
 
 
@@ -59,7 +61,7 @@ def test_history_rows_after_the_last_backup_are_dropped(tmp_path: Path) -> None:
         writer.writerow(["epoch", "accuracy"])
         writer.writerows([[0, 0.1], [1, 0.2], [2, 0.3]])
 
-    _trim_history(path, completed_epochs=2)
+    RunFolder(tmp_path).trim_history(completed_epochs=2)
 
     with path.open(newline="") as stream:
         assert [row["epoch"] for row in csv.DictReader(stream)] == ["0", "1"]

@@ -1,0 +1,89 @@
+"""Run in a fresh process by tests/functional/test_training_multi_device.py: two logical CPU
+devices (they must be configured before TensorFlow initialises its devices), a MirroredStrategy
+over them, and the training path's multi-device pieces."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import tensorflow as tf
+
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(
+    cpu, [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()]
+)
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+from model_build.config import TrainConfig  # noqa: E402
+from model_build.dataset import Dataset  # noqa: E402
+from model_build.feature_cache import feature_extractor  # noqa: E402
+from model_build.model import backbone_layer, build_model  # noqa: E402
+from model_build.pipeline import predict  # noqa: E402
+from model_build.prepare import PreparedSplit  # noqa: E402
+from model_build.run_folder import RunFolder  # noqa: E402
+from model_build.train import make_plan  # noqa: E402
+from model_build.training import train  # noqa: E402
+
+out = Path(sys.argv[1])
+result: dict = {}
+strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+result["replicas"] = strategy.num_replicas_in_sync
+
+# Feature computation through the strategy equals the single-device computation, in order
+# (5 images: the replicas get 3 and 2).
+keras.utils.set_random_seed(0)
+with strategy.scope():
+    backbone_model = build_model("mobilenet_v2", num_classes=3, weights=None, image_size=128)
+rng = np.random.default_rng(0)
+for layer in backbone_layer(backbone_model).layers:  # random BatchNorm statistics
+    if isinstance(layer, keras.layers.BatchNormalization):
+        shape = layer.gamma.shape
+        layer.moving_mean.assign(rng.normal(0.0, 0.1, shape))
+        layer.moving_variance.assign(rng.uniform(0.5, 2.0, shape))
+        layer.beta.assign(rng.uniform(0.0, 0.5, shape))
+pixels = rng.integers(0, 256, (5, 128, 128, 3), dtype=np.uint8)
+single = np.asarray(feature_extractor(backbone_model)(pixels))
+distributed = np.asarray(feature_extractor(backbone_model, strategy)(pixels))
+result["features_max_abs_diff"] = float(np.abs(single - distributed).max())
+result["features_mean_abs"] = float(np.abs(single).mean())
+
+# The plan scales the batch and the learning rate with the replicas, and training runs an epoch
+# through the strategy (Keras splits each global batch across the replicas).
+labels = ("a", "b", "c")
+dataset = Dataset(root=out, layout="kaggle", labels=labels, splits={"train": (), "val": ()})
+config = TrainConfig(data=str(out), model="small", epochs=1, batch_size=4, seed=1).resolved()
+run = RunFolder(out / "run")
+run.ensure_writable()
+plan = make_plan(config, run, False, dataset, strategy.num_replicas_in_sync)
+result["global_batch_size"] = plan.global_batch_size
+result["learning_rate"] = plan.learning_rate
+
+
+def split(count: int, seed: int) -> PreparedSplit:
+    generator = np.random.default_rng(seed)
+    return PreparedSplit(
+        pixels=generator.integers(0, 256, (count, 32, 32, 3), dtype=np.uint8),
+        label_indices=np.arange(count) % 3,
+        paths=tuple(Path(f"{i}.jpg") for i in range(count)),
+        labels=labels,
+        sha256=tuple(f"{seed}-{i}" for i in range(count)),
+    )
+
+
+with strategy.scope():
+    model = build_model("small", num_classes=3, weights=None, image_size=32)
+val = split(7, 2)  # 7 images: the last global batch (8) does not divide evenly: padded
+trained = train(plan, run, model, split(21, 1), val, strategy)
+result["epochs"] = trained.epochs
+result["val_accuracy_logged"] = float(run.history_rows()[-1]["val_accuracy"])
+probabilities = predict(trained.model, val.pixels, batch_size=plan.global_batch_size)
+result["predictions_shape"] = list(probabilities.shape)
+result["val_accuracy_recomputed"] = float(np.mean(probabilities.argmax(1) == val.label_indices))
+result["optimizer_learning_rate"] = float(np.asarray(model.optimizer.learning_rate))
+variable = model.trainable_variables[0]
+result["variable_replicas"] = len(strategy.experimental_local_results(variable.value))
+(out / "result.json").write_text(json.dumps(result))
