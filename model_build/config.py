@@ -8,7 +8,7 @@ size and learning rate scaled for them — so no function reads a setting from a
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Final
 
@@ -29,6 +29,8 @@ class TrainConfig:
     """Every setting of a run; written to ``config.json``. Defaults mirror the reference."""
 
     data: str | None = None  # dataset folder; None = generated sample data (embedded default)
+    # More dataset folders (--data given again, e.g. a reviewed-photos export): train only.
+    extra_data: list[str] = field(default_factory=list)
     val_fraction: float = 0.2  # only when val is split off by content hash
     holdout_fraction: float = 0.5  # of val, held out for evaluation when there is no test/
     out: str | None = None  # run folder; None = runs/<UTC timestamp> (or the run being resumed)
@@ -127,6 +129,7 @@ class Plan:
         lines = [
             "plan:",
             f"  data      {self.data_dir} ({self.layout} layout)",
+            *(f"  + data    {extra} (added to train only)" for extra in config.extra_data),
             f"  labels    {len(self.labels)}: {', '.join(self.labels)}",
             f"  images    {counts} (files found; the audit lists any it cannot use)",
             f"  model     {describe_model(config.model, config.head)}",

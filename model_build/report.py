@@ -340,13 +340,23 @@ catalogued automatically. Calibrated confidence = max softmax(log(p) / T).</p>
 <h2>Most-confused pairs</h2>
 <table><tr><th>true</th><th>predicted</th><th>images</th><th>share of true label</th></tr>
 {pairs}</table>
-<h2>Figures</h2>
+{_review_section(metrics)}<h2>Figures</h2>
 {figures}
 </body></html>
 """
     path = report_dir / "index.html"
     path.write_text(page)
     return path
+
+
+def _review_section(metrics: dict[str, Any]) -> str:
+    """Model vs reviewer agreement per category, when the run trained on reviewed photos."""
+    table = metrics.get("review_agreement")
+    if not table:
+        return ""
+    from model_build.review_agreement import agreement_html
+
+    return agreement_html(table, table.get("source", "the catalogue"))
 
 
 def _evaluated_on(evaluation: dict[str, Any]) -> str:

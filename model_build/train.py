@@ -58,7 +58,12 @@ def parse_arguments(argv: list[str] | None = None) -> TrainConfig:
         ),
     )
     add = parser.add_argument
-    add("--data", help="dataset folder: train/ val/ [test/] of label folders, or label folders")
+    add(
+        "--data",
+        action="append",
+        help="dataset folder: train/ val/ [test/] of label folders, or label folders; given again "
+        "(e.g. a reviewed-photos export), each further folder is added to train only",
+    )
     add("--val-fraction", type=float, default=defaults.val_fraction)
     add(
         "--holdout-fraction",
@@ -92,8 +97,9 @@ def parse_arguments(argv: list[str] | None = None) -> TrainConfig:
     add("--cache-dir", help="prepare and feature cache folder (default .cache/prepared)")
     add("--deterministic", action="store_true", help="op determinism on GPU too (slower)")
     add("--fresh", action="store_true", help="start a new run even if an unfinished one matches")
-    arguments = parser.parse_args(argv)
-    return TrainConfig(**vars(arguments))
+    values = vars(parser.parse_args(argv))
+    folders = values.pop("data") or []
+    return TrainConfig(**values, data=folders[0] if folders else None, extra_data=folders[1:])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -180,7 +186,11 @@ def run(config: TrainConfig) -> int:
         evaluation_name=plan.evaluation_split,
         evaluation=held_out,
         train=train,
-        context={"model": config.model, "weights": config.weights},
+        context={
+            "model": config.model,
+            "weights": config.weights,
+            **_review_agreement(dataset),
+        },
         batch_size=plan.global_batch_size,
         verbose=1 if plan.verbose == 1 else 0,
     )
@@ -260,9 +270,11 @@ def _check_publish_destination(config: TrainConfig) -> None:
 
 
 def discover_data(config: TrainConfig):
-    from model_build.dataset import DatasetError, discover
+    from model_build.dataset import DatasetError, add_training_data, discover
     from model_build.holdout import with_holdout
 
+    if config.data is None and config.extra_data:
+        raise UserError("more --data folders need a first one (the dataset to evaluate on)")
     if config.data is None:
         from model_build.sample_data import generate_dataset
 
@@ -276,9 +288,24 @@ def discover_data(config: TrainConfig):
         data_dir = Path(config.data)
     try:
         dataset = discover(data_dir, val_fraction=config.val_fraction, seed=config.seed)
-        return with_holdout(dataset, config.holdout_fraction, config.seed)
+        dataset = with_holdout(dataset, config.holdout_fraction, config.seed)
+        # After the split: more folders only ever add to train (never to val or held-out).
+        return add_training_data(dataset, [Path(folder) for folder in config.extra_data])
     except (DatasetError, ValueError) as error:
         raise UserError(str(error), EXIT_BAD_DATA) from error
+
+
+def _review_agreement(dataset) -> dict:
+    """Model vs reviewer per category, from the manifests of the reviewed exports trained on
+    (the production model's first choices against people's decisions; a report section)."""
+    from model_build.review_agreement import agreement, entries_from_manifests
+
+    reviewed = [extra.root for extra in dataset.extra if extra.reviewed]
+    entries = entries_from_manifests(reviewed)
+    if not entries:
+        return {}
+    source = ", ".join(str(root) for root in reviewed)
+    return {"review_agreement": {"source": source, **agreement(entries)}}
 
 
 def distribution(config: TrainConfig):
