@@ -188,7 +188,7 @@ def plot_reliability(calibration: dict[str, Any], path: Path) -> None:
         axis.set_title(title)
         axis.legend(loc="upper left", fontsize=8)
     axes[0].set_ylabel("accuracy")
-    figure.suptitle("reliability diagram (val)")
+    figure.suptitle(f"reliability diagram ({calibration.get('evaluated_on', 'val')})")
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)
