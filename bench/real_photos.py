@@ -199,7 +199,9 @@ def features_for(model, pixels: np.ndarray, path: Path, *, views: int) -> np.nda
     from model_build.feature_cache import compute_features
 
     if path.is_file():
-        return np.load(path, mmap_mode="r")
+        from model_build.rowfile import RowFile
+
+        return RowFile(path)
     return compute_features(model, pixels, path, views=views, seed=0, batch_size=32)
 
 

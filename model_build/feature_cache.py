@@ -43,6 +43,7 @@ from model_build.augment import augment_batch, batch_seed, build_augmenter
 from model_build.model import SCALING_NAME, backbone_layer
 from model_build.pipeline import gather_batches
 from model_build.progress import Progress
+from model_build.rowfile import RowFile, RowWriter
 
 FEATURE_DTYPE = np.float16
 FEATURES_DIR = "features"
@@ -62,7 +63,7 @@ def augmented_views(
     from the stateless seed ``batch_seed(view_seed(seed, view), 0, b)``, so a view is the same every
     time it is produced although the batches are augmented in parallel. ``start`` (a multiple of
     ``batch_size``) skips the batches before it (resuming a partial view). The pixels are read
-    from the array (a memory map, typically) batch by batch, never copied whole.
+    from the array (a row file, typically) batch by batch, never copied whole.
     """
     augmenter = build_augmenter(view_seed(seed, view))
     first = start // batch_size
@@ -141,10 +142,10 @@ def write_view(
 
     Resumable: the partial file ``<path>.partial.npy`` is reopened (never truncated) and the
     count of rows already written, stored beside it after every few batches, is skipped.
-    Returns a read-only memmap ``[N, *shape]``.
+    Returns a :class:`~model_build.rowfile.RowFile` ``[N, *shape]`` (read row by row).
     """
     if path.is_file():
-        return np.load(path, mmap_mode="r")
+        return RowFile(path)
     count = len(pixels)
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(path.stem + ".partial.npy")
@@ -153,15 +154,14 @@ def write_view(
     if partial.is_file() and progress_file.is_file():
         try:
             done = int(json.loads(progress_file.read_text())["rows"])
-            store = np.lib.format.open_memmap(partial, mode="r+")
-            if store.shape != (count, *shape) or done % batch_size or done > count:
+            if done % batch_size or done > count:
                 raise ValueError("partial file does not match")
+            store = RowWriter(partial, (count, *shape), FEATURE_DTYPE, resume=True)
+            print(f"{label}: resuming after {done} of {count} images")
         except (OSError, ValueError, KeyError):
             done = 0
     if done == 0:
-        store = np.lib.format.open_memmap(
-            partial, mode="w+", dtype=FEATURE_DTYPE, shape=(count, *shape)
-        )
+        store = RowWriter(partial, (count, *shape), FEATURE_DTYPE)
     if view is None:
         batches = plain_batches(pixels, batch_size=batch_size, start=done)
     else:
@@ -170,17 +170,17 @@ def write_view(
     with Progress(label, total=count, initial=done, unit="img") as progress:
         for number, batch in enumerate(batches, start=1):
             size = int(batch.shape[0])
-            store[offset : offset + size] = np.asarray(extract(batch)).astype(FEATURE_DTYPE)
+            store.write(offset, np.asarray(extract(batch)).astype(FEATURE_DTYPE))
             offset += size
             progress.update(size)
             if number % _FLUSH_EVERY == 0:
                 store.flush()
                 progress_file.write_text(json.dumps({"rows": offset}))
     store.flush()
-    del store
+    store.close()
     partial.replace(path)
     progress_file.unlink(missing_ok=True)
-    return np.load(path, mmap_mode="r")
+    return RowFile(path)
 
 
 def compute_features(
@@ -194,7 +194,7 @@ def compute_features(
 ) -> np.ndarray:
     """Features of ``views`` augmented views (``views=0``: the untouched images) → one ``.npy``.
 
-    Returns a read-only memmap of shape ``[max(views, 1) * N, *feature shape]``; rows
+    Returns a :class:`~model_build.rowfile.RowFile` ``[max(views, 1) * N, *feature shape]``; rows
     ``k*N .. k*N+N-1`` are view ``k`` in file order. (Training uses :func:`cached_features`,
     one file per view in the cache folder; this is the same computation into one file.)
     """
@@ -212,16 +212,15 @@ def compute_features(
         )
         for view in range(max(views, 1))
     ]
-    store = np.lib.format.open_memmap(
-        path, mode="w+", dtype=FEATURE_DTYPE, shape=(len(parts) * len(pixels), *shape)
-    )
-    for index, part in enumerate(parts):
-        store[index * len(pixels) : (index + 1) * len(pixels)] = part
-    store.flush()
-    del store, parts
+    with RowWriter(path, (len(parts) * len(pixels), *shape), FEATURE_DTYPE) as store:
+        for index, part in enumerate(parts):
+            for start in range(0, len(pixels), 256):
+                rows = part[start : start + 256]
+                store.write(index * len(pixels) + start, rows)
+    del parts
     for view in range(max(views, 1)):
         path.with_name(f"{path.stem}.view{view}.npy").unlink()
-    return np.load(path, mmap_mode="r")
+    return RowFile(path)
 
 
 def weights_hash(model: keras.Model) -> str:
@@ -246,7 +245,7 @@ def cached_features(
     name: str = "features",
 ) -> list[np.ndarray]:
     """The features of ``views`` augmented views of ``split`` (``views=0``: untouched), one
-    read-only memmap per view, from the cache folder or computed into it.
+    :class:`~model_build.rowfile.RowFile` per view, from the cache folder or computed into it.
 
     ``split`` is a :class:`model_build.prepare.PreparedSplit`. Key:
     ``<cache_dir>/features/<backbone+weights hash>/<split content hash>/<view>.npy`` where
@@ -328,7 +327,7 @@ def head_eval_dataset(
 def _batch_loader(features: np.ndarray, targets: np.ndarray):
     """A tf.data map function: a batch of row indices -> (float32 features, targets).
 
-    The rows are read in ascending order, which keeps reads from the on-disk memmap sequential;
+    The rows are read in ascending order, which keeps reads from the on-disk file sequential;
     a batch's order does not matter to training.
     """
 
@@ -347,7 +346,7 @@ def _batch_loader(features: np.ndarray, targets: np.ndarray):
 
 class _Stacked:
     """Row ``r`` of the views ``[v0, v1, …]`` stacked (view ``r // N``, image ``r % N``), read
-    from the per-view memmaps without concatenating them."""
+    from the per-view row files without concatenating them."""
 
     def __init__(self, parts: Sequence[np.ndarray], count: int) -> None:
         self.parts = list(parts)

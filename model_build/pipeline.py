@@ -1,10 +1,11 @@
 """tf.data input pipelines over prepared (decoded-once) uint8 arrays.
 
-No file is opened and no JPEG decoded here: batches are gathered from the uint8 array that
-:func:`model_build.prepare.prepare_split` returns — a read-only memory map of the split's pixels in
-the cache folder — by a ``tf.numpy_function`` per batch, augmented in the graph (train only) and
-prefetched. The pixels are never copied whole (no ``tf.constant`` of the array, no tf.data copy):
-one copy lives in the page cache, and each batch is read from it when it is needed.
+No JPEG is decoded here: batches are gathered from the uint8 array that
+:func:`model_build.prepare.prepare_split` returns — the split's pixels in the cache folder, read
+row by row (:class:`model_build.rowfile.RowFile`) — by a ``tf.numpy_function`` per batch,
+augmented in the graph (train only) and prefetched. The pixels are never copied whole (no
+``tf.constant`` of the array, no tf.data copy): one copy lives in the kernel's page cache, and each
+batch is read from it when it is needed.
 
 **Epoch randomness.** With an :class:`EpochRandomness` (what training always passes) everything
 random in epoch ``e`` is a pure function of ``(seed, e)``: the shuffle order is a stateless
@@ -173,7 +174,7 @@ def gather_batches(pixels: np.ndarray, batch_size: int, *, first_batch: int = 0)
 
 def _gatherer(pixels: np.ndarray, label_indices: np.ndarray | None):
     """A graph function: int64 row indices → the uint8 pixels of those rows (and their labels),
-    read from the (memory-mapped) array by ``tf.numpy_function``."""
+    read from the array (a row file, typically) by ``tf.numpy_function``."""
     shape = tuple(pixels.shape[1:])
     targets = None if label_indices is None else np.asarray(label_indices, dtype=np.int64)
 

@@ -12,9 +12,10 @@ epoch, and a change to the image function (a new version) never reuses stale arr
 The default cache is ``.cache/prepared`` under the working directory.
 
 A split's pixels are assembled once into one file, ``<cache_dir>/v<…>/splits/<split content
-hash>.npy`` (uint8 ``[N, 224, 224, 3]``), and handed to training as a read-only **memory map**:
-the only copy of the pixels is the page cache of that file (the whole 16,803-image train split is
-2.5 GB), which the tf.data pipelines read batch by batch.
+hash>.npy`` (uint8 ``[N, 224, 224, 3]``), and handed to training as a
+:class:`~model_build.rowfile.RowFile`: the tf.data pipelines read it batch by batch (``pread``), so
+the process never holds the whole array (the 16,803-image train split is 2.5 GB); the kernel's
+page cache keeps what fits.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ from contracts.image import (
 )
 from model_build.dataset import Dataset, Sample
 from model_build.progress import Progress
+from model_build.rowfile import RowFile, RowWriter
 from model_build.run_folder import RecordedSplit, split_content_hash
 
 DEFAULT_CACHE_DIR: Final[Path] = Path(".cache/prepared")
@@ -153,8 +155,8 @@ def prepare_split(
     """Decode (or load from the cache) every file of ``split`` of ``dataset``.
 
     ``dataset`` comes from :func:`model_build.dataset.discover`; ``split`` is ``"train"``,
-    ``"val"`` or ``"test"``. Returns a :class:`PreparedSplit` whose pixels (a read-only memory
-    map) are byte-identical to ``contracts.image.image_to_tensor(path.read_bytes())`` for every
+    ``"val"`` or ``"test"``. Returns a :class:`PreparedSplit` whose pixels (a row file, read on
+    demand) are byte-identical to ``contracts.image.image_to_tensor(path.read_bytes())`` for every
     file kept. Refused files are skipped, never fatal. ``results`` are the decode results the
     audit already has (then nothing is looked up again).
     """
@@ -180,23 +182,23 @@ def prepare_split(
 def split_pixels(
     digests: Sequence[str], label_indices, *, cache_dir: Path | None = None, name: str = "split"
 ) -> np.ndarray:
-    """The pixels of ``digests`` in order, as a read-only memmap of the split file in the cache
-    (assembled from the per-file entries the first time)."""
+    """The pixels of ``digests`` in order: the split file in the cache (assembled from the
+    per-file entries the first time), read row by row (:class:`~model_build.rowfile.RowFile`)."""
     root = cache_root(cache_dir) / "splits"
     path = root / f"{split_content_hash(digests, label_indices)}.npy"
     if not path.is_file():
         root.mkdir(parents=True, exist_ok=True)
         partial = root / f".{path.stem}.{os.getpid()}.partial.npy"
         shape = (len(digests), IMAGE_SIZE, IMAGE_SIZE, CHANNELS)
-        store = np.lib.format.open_memmap(partial, mode="w+", dtype=np.uint8, shape=shape)
-        with Progress(f"assemble {name}", total=len(digests)) as progress:
+        with (
+            RowWriter(partial, shape, np.uint8) as store,
+            Progress(f"assemble {name}", total=len(digests)) as progress,
+        ):
             for row, digest in enumerate(digests):
-                store[row] = load_pixels(digest, cache_dir=cache_dir)
+                store.write(row, load_pixels(digest, cache_dir=cache_dir)[np.newaxis])
                 progress.update()
-        store.flush()
-        del store
         os.replace(partial, path)
-    return np.load(path, mmap_mode="r")
+    return RowFile(path)
 
 
 def recorded_split(

@@ -9,7 +9,8 @@
 3. **the plan printed**, then the weights checked (downloaded if need be) — all before the slow
    part;
 4. audit, which is the decode-once step (:mod:`model_build.audit`, :mod:`model_build.prepare`),
-   and the splits prepared as memory maps; the splits' content hashes recorded (``data.json``);
+   and the splits prepared as row files read on demand; the splits' content hashes recorded
+   (``data.json``);
 5. model (:mod:`model_build.model`) and training (:mod:`model_build.training`), which hands back the
    model holding its best weights;
 6. evaluate (:mod:`model_build.evaluate`) → export (:mod:`model_build.export`) → publish
@@ -135,7 +136,7 @@ def run(config: TrainConfig) -> int:
     print("\n".join(plan.lines()), flush=True)
     check_weights(config)
 
-    # 4. Audit = decode once (into the prepare cache), then the splits as memory maps.
+    # 4. Audit = decode once (into the prepare cache), then the splits as row files.
     from model_build.audit import audit_dataset, print_report
     from model_build.prepare import prepare_split
 
