@@ -118,6 +118,11 @@ class Recorder:
                 name = type(cause).__name__
                 if name not in self.causes:
                     print(f"new cause of {rejection.reason}: {name}: {cause}", flush=True)
+                    # One sample each: before issue 9 only some types were rejections.
+                    (self.crashers.parent / "causes").mkdir(exist_ok=True)
+                    sample = self.crashers.parent / "causes" / f"{name}.bin"
+                    sample.write_bytes(data)
+                    sample.with_suffix(".txt").write_text(f"{name}: {cause}\n")
                 self.causes[name] = self.causes.get(name, 0) + 1
         except Exception as error:
             frames = traceback.extract_tb(error.__traceback__)
