@@ -15,6 +15,14 @@ then evaluates and exports as usual, with ``--publish none``. The decode cache i
 by a first run, so every mode measures training, not JPEG decoding; feature caches start empty
 (``--fresh-features``, default) so the feature computation is inside the measurement.
 
+``--synthetic`` measures the data path alone at the full reference scale, without a model (so it
+runs in minutes on two cores): it writes the files training reads — the train and val pixel files
+(16,803 + 4,205 images, 3.2 GB) and five views of train features plus val's (float16
+7×7×1280, 11 GB) — and runs, each in its own process under ``/usr/bin/time -v``, one augmented
+training epoch and one val pass through :func:`model_build.pipeline.train_dataset` /
+``eval_dataset`` (``pixels``), and one epoch of :func:`model_build.feature_cache.head_train_dataset`
+over the five per-view files plus a val pass (``features``), consuming every batch.
+
 Printed per mode: the peak resident set size (``Maximum resident set size``: every page the
 process touched and still held, the memory-mapped pixels and features included) and the wall
 time. Results go to ``bench/results/training_memory.json``. Not in CI: at full scale one mode takes
@@ -74,6 +82,92 @@ def measure(command: list[str], log: Path) -> dict:
     }
 
 
+FULL_TRAIN, FULL_VAL, FEATURE_SHAPE = 16_803, 4_205, (7, 7, 1280)
+
+
+def _write_synthetic(work: Path, views: int) -> None:
+    import numpy as np
+
+    from model_build.rowfile import RowWriter
+
+    def fill(path: Path, shape: tuple[int, ...], dtype) -> None:
+        if path.is_file():
+            return
+        partial = path.with_suffix(".partial")
+        with RowWriter(partial, shape, dtype) as writer:
+            for start in range(0, shape[0], 256):
+                count = min(256, shape[0] - start)
+                rows = np.empty((count, *shape[1:]), dtype=dtype)
+                rows[...] = np.arange(count).reshape(-1, *([1] * (len(shape) - 1))) % 251
+                writer.write(start, rows)
+        partial.replace(path)
+
+    work.mkdir(parents=True, exist_ok=True)
+    fill(work / "train_pixels.npy", (FULL_TRAIN, 224, 224, 3), np.uint8)
+    fill(work / "val_pixels.npy", (FULL_VAL, 224, 224, 3), np.uint8)
+    for view in range(views):
+        fill(work / f"train_features_{view}.npy", (FULL_TRAIN, *FEATURE_SHAPE), np.float16)
+    fill(work / "val_features.npy", (FULL_VAL, *FEATURE_SHAPE), np.float16)
+
+
+def _data_path(phase: str, work: Path, views: int) -> None:
+    """One phase of ``--synthetic``, in this process (run under /usr/bin/time by the parent)."""
+    from model_build.quiet import tensorflow_quietly
+
+    tensorflow_quietly()
+    import numpy as np
+
+    from model_build.rowfile import RowFile
+
+    labels = np.arange(FULL_TRAIN) % 14
+    val_labels = np.arange(FULL_VAL) % 14
+    seen = 0
+    if phase == "pixels":
+        from model_build.pipeline import EpochRandomness, eval_dataset, train_dataset
+
+        randomness = EpochRandomness(0)
+        train = train_dataset(
+            RowFile(work / "train_pixels.npy"),
+            labels,
+            batch_size=32,
+            seed=0,
+            randomness=randomness,
+        )
+        randomness.set_epoch(0)
+        for images, _ in train:
+            seen += int(images.shape[0])
+        for images, _ in eval_dataset(RowFile(work / "val_pixels.npy"), val_labels, batch_size=32):
+            seen += int(images.shape[0])
+    else:
+        from model_build.feature_cache import head_eval_dataset, head_train_dataset
+
+        parts = [RowFile(work / f"train_features_{view}.npy") for view in range(views)]
+        train, steps = head_train_dataset(parts, labels, views=views, batch_size=32, seed=0)
+        for features, _ in train.take(steps):
+            seen += int(features.shape[0])
+        val = head_eval_dataset(RowFile(work / "val_features.npy"), val_labels, batch_size=32)
+        for features, _ in val:
+            seen += int(features.shape[0])
+    print(f"{phase}: {seen} rows through the pipeline")
+
+
+def synthetic(work: Path, views: int) -> dict:
+    print(f"writing the full-scale files into {work} (once)", flush=True)
+    _write_synthetic(work, views)
+    results = {"train_images": FULL_TRAIN, "val_images": FULL_VAL, "views": views, "phases": {}}
+    for phase in ("pixels", "features"):
+        command = [sys.executable, "-m", "bench.training_memory", "--phase", phase]
+        command += ["--work", str(work), "--views", str(views)]
+        result = measure(command, work / f"{phase}.log")
+        results["phases"][phase] = result
+        print(
+            f"{phase:>9}: peak RSS {result['peak_rss_bytes'] / 2**30:.2f} GiB, "
+            f"{result['wall_s'] / 60:.1f} min, exit {result['exit_status']}",
+            flush=True,
+        )
+    return results
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.training_memory")
     parser.add_argument("--scale", type=float, default=1.0, help="fraction of the reference counts")
@@ -83,7 +177,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=None)
     parser.add_argument("--work", type=Path, default=Path("bench/results/memory"))
     parser.add_argument("--keep-features", action="store_true", help="reuse cached features")
+    parser.add_argument("--synthetic", action="store_true", help="full-scale data path only")
+    parser.add_argument("--views", type=int, default=5, help="views for --synthetic")
+    parser.add_argument("--phase", choices=("pixels", "features"), help=argparse.SUPPRESS)
     arguments = parser.parse_args(argv)
+    if arguments.phase:
+        _data_path(arguments.phase, arguments.work, arguments.views)
+        return 0
+    if arguments.synthetic:
+        results = synthetic(arguments.work, arguments.views)
+        path = arguments.work / "training_memory_synthetic.json"
+        path.write_text(json.dumps(results, indent=2) + "\n")
+        print(f"wrote {path}")
+        return 0
 
     from model_build.sample_data import generate_dataset
 

@@ -364,7 +364,8 @@ class _Stacked:
 
 
 def _stacked(features, count: int):
-    if isinstance(features, np.ndarray):
+    """One array-like of all rows: an array or row file as it is, a list of per-view parts
+    stacked (a list of one: that part)."""
+    if not isinstance(features, (list, tuple)):
         return features
-    parts = list(features)
-    return parts[0] if len(parts) == 1 else _Stacked(parts, count)
+    return features[0] if len(features) == 1 else _Stacked(features, count)

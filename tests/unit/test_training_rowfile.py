@@ -60,3 +60,24 @@ def test_a_view_resumes_where_it_stopped_and_is_reused_once_complete(tmp_path: P
     again = write_view(extract, pixels, path, shape=(3,), view=None, seed=0, batch_size=2)
     assert seen == []  # complete: read from the cache, nothing computed
     np.testing.assert_array_equal(np.asarray(again), expected)
+
+
+def test_head_batches_read_views_from_row_files_without_stacking_them(tmp_path: Path) -> None:
+    from model_build.feature_cache import head_eval_dataset, head_train_dataset
+
+    count, views = 6, 2
+    parts = []
+    for view in range(views):
+        values = (np.arange(count * 2).reshape(count, 1, 1, 2) + 100 * view).astype(np.float16)
+        np.save(tmp_path / f"v{view}.npy", values)
+        parts.append(RowFile(tmp_path / f"v{view}.npy"))
+    labels = np.arange(count) % 3
+    train, steps = head_train_dataset(parts, labels, views=views, batch_size=4, seed=0)
+    rows = np.concatenate([np.asarray(x)[:, 0, 0, 0] for x, _ in train.take(steps)])
+    stacked = np.concatenate([np.asarray(part)[:, 0, 0, 0] for part in parts])
+    assert set(rows.tolist()) <= set(stacked.tolist())  # rows of both views' files
+    assert len(set(rows.tolist())) == len(rows) == steps * 4  # one permutation: no row twice
+    # A single row file (not a list of views) is one array of rows, not a list of parts.
+    val = head_eval_dataset(parts[1], labels, batch_size=4)
+    got = np.concatenate([np.asarray(x) for x, _ in val])
+    np.testing.assert_array_equal(got, np.asarray(parts[1], dtype=np.float32))
