@@ -43,6 +43,7 @@ import numpy as np
 
 from contracts import litert
 from contracts.image import IMAGE_SIZE
+from model_build.quiet import converter_quietly
 from model_build.run_folder import MODEL_FILE, RunFolder
 
 INT8_MIN_AGREEMENT: Final[float] = 0.99
@@ -129,7 +130,7 @@ def convert_float32(model: Any, *, image_size: int = IMAGE_SIZE, features: bool 
     import tensorflow as tf
 
     frozen = _frozen_serving_function(model, image_size, features)
-    with _quiet_converter():
+    with _quiet_converter(), converter_quietly():
         converter = tf.lite.TFLiteConverter.from_concrete_functions([frozen])
         return converter.convert()
 
@@ -152,7 +153,7 @@ def convert_int8(
             yield [image[np.newaxis].astype(np.uint8)]
 
     frozen = _frozen_serving_function(model, image_size, features)
-    with _quiet_converter():
+    with _quiet_converter(), converter_quietly():
         converter = tf.lite.TFLiteConverter.from_concrete_functions([frozen])
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.representative_dataset = representative_dataset

@@ -19,25 +19,34 @@ from typing import Any
 
 
 @contextlib.contextmanager
-def stderr_captured() -> Iterator[None]:
-    """Point file descriptor 2 at a temporary file; replay it if the block raises."""
+def stderr_captured(descriptor: int = 2) -> Iterator[None]:
+    """Point a file descriptor (2: stderr) at a temporary file; replay it if the block raises."""
     if os.environ.get("MODEL_BUILD_TF_NOISE"):
         yield
         return
+    sys.stdout.flush()
     sys.stderr.flush()
-    saved = os.dup(2)
+    saved = os.dup(descriptor)
     with tempfile.TemporaryFile() as capture:
-        os.dup2(capture.fileno(), 2)
+        os.dup2(capture.fileno(), descriptor)
         try:
             yield
         except BaseException:
-            os.dup2(saved, 2)
+            os.dup2(saved, descriptor)
             capture.seek(0)
-            os.write(2, capture.read())
+            os.write(descriptor, capture.read())
             raise
         finally:
-            os.dup2(saved, 2)
+            os.dup2(saved, descriptor)
             os.close(saved)
+
+
+@contextlib.contextmanager
+def converter_quietly() -> Iterator[None]:
+    """The TFLite converter's C++ lines (``fully_quantize: 0, inference_type: 6 …``, MLIR
+    warnings) on stdout and stderr, kept out; replayed if the conversion fails."""
+    with stderr_captured(1), stderr_captured(2):
+        yield
 
 
 def tensorflow_quietly() -> Any:
