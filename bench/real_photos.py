@@ -344,9 +344,9 @@ def unfamiliarity_rows(
     remap[~held] = np.arange((~held).sum())
     head, _ = train_head(
         "gap_ls",  # has a logits layer, for the energy score
-        train_features[keep_train],
+        train_features[np.flatnonzero(keep_train)],
         remap[train_labels[keep_train]],
-        val_features[keep_val],
+        val_features[np.flatnonzero(keep_val)],
         remap[val_labels[keep_val]],
         int((~held).sum()),
         epochs=epochs,

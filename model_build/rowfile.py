@@ -102,6 +102,11 @@ class RowFile:
             return self.rows(np.arange(len(self))[key])
         if isinstance(key, tuple):
             return self[key[0]][(slice(None), *key[1:])]
+        key = np.asarray(key)
+        if key.dtype == bool:  # a mask, as numpy reads it (not rows 0 and 1)
+            if key.shape != (len(self),):
+                raise IndexError(f"boolean index of shape {key.shape} for {len(self)} rows")
+            key = np.flatnonzero(key)
         return self.rows(key)
 
     def __iter__(self) -> Iterator[np.ndarray]:
