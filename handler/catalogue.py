@@ -125,7 +125,7 @@ def write_item(dynamodb: Any, table: str, item: CatalogueItem, *, backfill: bool
             f" OR (#event_order = :event_order AND ({same_event_changed})"
             " AND NOT #category_source = :human AND NOT #status = :deleted)"
         )
-    return _conditional_update(dynamodb, table, item, expression, condition, names, values)
+    return conditional_update(dynamodb, table, item, expression, condition, names, values)
 
 
 def tombstone(
@@ -155,7 +155,7 @@ def write_tombstone(dynamodb: Any, table: str, item: CatalogueItem) -> bool:
     # settled for the delete, because the worker saw that the object is gone. A person's decision
     # does not protect the item: the photo itself is gone.
     condition = "attribute_not_exists(#id) OR #event_order <= :event_order"
-    return _conditional_update(dynamodb, table, item, expression, condition, names, values)
+    return conditional_update(dynamodb, table, item, expression, condition, names, values)
 
 
 def _update(item: CatalogueItem, *, backfill: bool) -> tuple[str, dict[str, str], dict[str, Any]]:
@@ -186,7 +186,7 @@ def _update(item: CatalogueItem, *, backfill: bool) -> tuple[str, dict[str, str]
     return expression, names, values
 
 
-def _conditional_update(
+def conditional_update(
     dynamodb: Any,
     table: str,
     item: CatalogueItem,
@@ -195,6 +195,8 @@ def _conditional_update(
     names: dict[str, str],
     values: dict[str, Any],
 ) -> bool:
+    """Apply ``expression`` to ``item``'s object if ``condition`` holds. Returns whether it was
+    written; a failed condition is an answer (stale, or changed since shown), not an error."""
     try:
         dynamodb.update_item(
             TableName=table,

@@ -19,11 +19,9 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from boto3.dynamodb.types import TypeSerializer
-from botocore.exceptions import ClientError
 
 from contracts.catalogue import (
     LISTING_CATEGORY,
-    OBJECT_ID,
     REVIEW_QUEUE,
     REVIEW_QUEUE_INDEX,
     REVIEW_QUEUE_VALUE,
@@ -31,10 +29,9 @@ from contracts.catalogue import (
     CategorySource,
     ReviewOutcome,
     Status,
-    object_id,
     utc_now,
 )
-from handler.catalogue import deserialize, is_condition_failure, read_item
+from handler.catalogue import conditional_update, deserialize, read_item
 
 # What a decision (or its undo) writes; everything else of the item is left alone.
 DECISION_ATTRIBUTES: Final[tuple[str, ...]] = (
@@ -237,17 +234,4 @@ def _write(
     expression = "SET " + ", ".join(assignments)
     if removals:
         expression += " REMOVE " + ", ".join(removals)
-    try:
-        dynamodb.update_item(
-            TableName=table,
-            Key={OBJECT_ID: {"S": object_id(item.bucket, item.key)}},
-            UpdateExpression=expression,
-            ConditionExpression=condition,
-            ExpressionAttributeNames=names,
-            ExpressionAttributeValues=values,
-        )
-    except ClientError as error:
-        if is_condition_failure(error):
-            return False
-        raise
-    return True
+    return conditional_update(dynamodb, table, item, expression, condition, names, values)
