@@ -258,7 +258,7 @@ def discover(data_dir: Path, *, val_fraction: float = 0.2, seed: int = 0) -> Dat
             for split, files in other_files.items():
                 splits[split] = _samples(files, labels)
             return Dataset(root=root, layout="kaggle", labels=labels, splits=splits, seed=seed)
-        train, val = _split_by_content(_samples(train_files, labels), labels, val_fraction, seed)
+        train, val = _split_by_content(_samples(train_files, labels), val_fraction, seed)
         splits = {"train": train, "val": val}
         if "test" in other_files:
             splits["test"] = _samples(other_files["test"], labels)
@@ -278,7 +278,7 @@ def discover(data_dir: Path, *, val_fraction: float = 0.2, seed: int = 0) -> Dat
             f"{root} has neither train/ (Kaggle layout) nor label folders (DIR/<label>/<images>)"
         )
     labels = tuple(sorted(files))
-    train, val = _split_by_content(_samples(files, labels), labels, val_fraction, seed)
+    train, val = _split_by_content(_samples(files, labels), val_fraction, seed)
     return Dataset(
         root=root,
         layout="label_folders",
@@ -324,24 +324,35 @@ def _samples(files: dict[str, list[Path]], labels: tuple[str, ...]) -> tuple[Sam
     )
 
 
-def _split_by_content(
-    samples: tuple[Sample, ...], labels: tuple[str, ...], val_fraction: float, seed: int
-) -> tuple[tuple[Sample, ...], tuple[Sample, ...]]:
-    """Stable content-keyed split; identical bytes always land in the same split."""
+def pick_by_content(
+    samples: tuple[Sample, ...], fraction: float, *, salt: str, at_least_one: bool
+) -> set[str]:
+    """The content hashes of ``fraction`` of each label's distinct images, chosen by a seeded
+    hash of the content (so identical bytes are always chosen together, whatever their paths),
+    never a label's last image; with ``at_least_one``, one per label that has two or more."""
 
     def rank(digest: str) -> str:
-        return hashlib.sha256(f"{seed}:{digest}".encode()).hexdigest()
+        return hashlib.sha256(f"{salt}{digest}".encode()).hexdigest()
 
     digests_by_label: dict[str, set[str]] = defaultdict(set)
     for sample in samples:
         digests_by_label[sample.label].add(sample.sha256)
-    val_digests: set[str] = set()
-    for label in labels:
-        distinct = sorted(digests_by_label.get(label, ()), key=rank)
-        take = round(len(distinct) * val_fraction)
-        # At least one val image per label with two or more, never the whole label.
-        take = min(max(take, 1), len(distinct) - 1) if len(distinct) >= 2 else 0
-        val_digests.update(distinct[:take])
+    chosen: set[str] = set()
+    for digests in digests_by_label.values():
+        distinct = sorted(digests, key=rank)
+        take = round(len(distinct) * fraction)
+        if at_least_one:
+            take = max(take, 1) if len(distinct) >= 2 else 0
+        chosen.update(distinct[: max(min(take, len(distinct) - 1), 0)])
+    return chosen
+
+
+def _split_by_content(
+    samples: tuple[Sample, ...], val_fraction: float, seed: int
+) -> tuple[tuple[Sample, ...], tuple[Sample, ...]]:
+    """Stable content-keyed split; identical bytes always land in the same split."""
+    # At least one val image per label with two or more, never the whole label.
+    val_digests = pick_by_content(samples, val_fraction, salt=f"{seed}:", at_least_one=True)
     train = tuple(s for s in samples if s.sha256 not in val_digests)
     val = tuple(s for s in samples if s.sha256 in val_digests)
     return train, val

@@ -21,10 +21,9 @@ gate can tell whether two models were measured on the same photos.
 from __future__ import annotations
 
 import hashlib
-from collections import defaultdict
 from typing import Final
 
-from model_build.dataset import Dataset
+from model_build.dataset import Dataset, pick_by_content
 
 HOLDOUT_SPLIT: Final[str] = "holdout"
 DEFAULT_HOLDOUT_FRACTION: Final[float] = 0.5
@@ -60,17 +59,7 @@ def with_holdout(dataset: Dataset, fraction: float, seed: int = 0) -> Dataset:
         raise ValueError(f"the held-out fraction must be in [0, 1), got {fraction}")
     val = dataset.splits.get("val", ())
 
-    def rank(digest: str) -> str:
-        return hashlib.sha256(f"holdout:{seed}:{digest}".encode()).hexdigest()
-
-    by_label: dict[str, set[str]] = defaultdict(set)
-    for sample in val:
-        by_label[sample.label].add(sample.sha256)
-    held: set[str] = set()
-    for digests in by_label.values():
-        distinct = sorted(digests, key=rank)
-        take = min(round(len(distinct) * fraction), len(distinct) - 1)
-        held.update(distinct[: max(take, 0)])
+    held = pick_by_content(val, fraction, salt=f"holdout:{seed}:", at_least_one=False)
     splits = dict(dataset.splits)
     splits["val"] = tuple(s for s in val if s.sha256 not in held)
     splits[HOLDOUT_SPLIT] = tuple(s for s in val if s.sha256 in held)
