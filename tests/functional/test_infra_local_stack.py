@@ -189,10 +189,9 @@ def test_table_matches_the_template(stack: Stack) -> None:
     }
 
 
-def test_queue_matches_the_template(stack: Stack) -> None:
-    expected = properties(QUEUE_ID)
-    attributes = queue_attributes(stack.sqs, stack.resources.queue_url)
-
+def _assert_queue_matches(
+    expected: dict, attributes: dict, dead_letter_queue_id: str, dead_letter_queue_arn: str
+) -> None:
     assert int(attributes["VisibilityTimeout"]) == expected["VisibilityTimeout"]
     assert int(attributes["MessageRetentionPeriod"]) == expected["MessageRetentionPeriod"]
     assert attributes["SqsManagedSseEnabled"] == "true"
@@ -200,9 +199,18 @@ def test_queue_matches_the_template(stack: Stack) -> None:
     redrive = json.loads(attributes["RedrivePolicy"])
     assert int(redrive["maxReceiveCount"]) == expected["RedrivePolicy"]["maxReceiveCount"]
     assert expected["RedrivePolicy"]["deadLetterTargetArn"] == {
-        "Fn::GetAtt": [DEAD_LETTER_QUEUE_ID, "Arn"]
+        "Fn::GetAtt": [dead_letter_queue_id, "Arn"]
     }
-    assert redrive["deadLetterTargetArn"] == stack.resources.dead_letter_queue_arn
+    assert redrive["deadLetterTargetArn"] == dead_letter_queue_arn
+
+
+def test_queue_matches_the_template(stack: Stack) -> None:
+    _assert_queue_matches(
+        properties(QUEUE_ID),
+        queue_attributes(stack.sqs, stack.resources.queue_url),
+        DEAD_LETTER_QUEUE_ID,
+        stack.resources.dead_letter_queue_arn,
+    )
 
 
 def test_dead_letter_queue_matches_the_template(stack: Stack) -> None:
@@ -216,20 +224,13 @@ def test_dead_letter_queue_matches_the_template(stack: Stack) -> None:
 
 
 def test_backfill_queue_matches_the_template_and_is_not_the_uploads_queue(stack: Stack) -> None:
-    expected = properties(BACKFILL_QUEUE_ID)
-    attributes = queue_attributes(stack.sqs, stack.resources.backfill_queue_url)
-
     assert stack.resources.backfill_queue_url != stack.resources.queue_url
-    assert int(attributes["VisibilityTimeout"]) == expected["VisibilityTimeout"]
-    assert int(attributes["MessageRetentionPeriod"]) == expected["MessageRetentionPeriod"]
-    assert attributes["SqsManagedSseEnabled"] == "true"
-    assert expected["SqsManagedSseEnabled"] is True
-    redrive = json.loads(attributes["RedrivePolicy"])
-    assert int(redrive["maxReceiveCount"]) == expected["RedrivePolicy"]["maxReceiveCount"]
-    assert expected["RedrivePolicy"]["deadLetterTargetArn"] == {
-        "Fn::GetAtt": [BACKFILL_DEAD_LETTER_QUEUE_ID, "Arn"]
-    }
-    assert redrive["deadLetterTargetArn"] == stack.resources.backfill_dead_letter_queue_arn
+    _assert_queue_matches(
+        properties(BACKFILL_QUEUE_ID),
+        queue_attributes(stack.sqs, stack.resources.backfill_queue_url),
+        BACKFILL_DEAD_LETTER_QUEUE_ID,
+        stack.resources.backfill_dead_letter_queue_arn,
+    )
 
 
 def test_backfill_dead_letter_queue_matches_the_template(stack: Stack) -> None:
