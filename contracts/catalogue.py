@@ -54,6 +54,10 @@ REVIEW_QUEUE_VALUE: Final[str] = "NEEDS_REVIEW"
 UPLOADED_AT: Final[str] = "uploaded_at"
 # DynamoDB TTL attribute (epoch seconds) of tombstones.
 EXPIRES_AT: Final[str] = "expires_at"
+# The worker's record of decode attempts that ended in a kill (handler.decode_attempts) lives in
+# the same table, under object ids with this prefix (no bucket name can contain "#"); it is no
+# catalogue item: readers that scan the table skip it, the sparse indexes never hold it.
+DECODE_ATTEMPTS_PREFIX: Final[str] = "decode-attempts#"
 
 
 class Status(enum.StrEnum):

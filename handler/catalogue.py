@@ -40,6 +40,7 @@ from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import ClientError
 
 from contracts.catalogue import (
+    DECODE_ATTEMPTS_PREFIX,
     LISTING_CATEGORY,
     OBJECT_ID,
     REVIEW_QUEUE,
@@ -222,10 +223,14 @@ def read_item(dynamodb: Any, table: str, bucket: str, key: str) -> CatalogueItem
 
 def scan_items(dynamodb: Any, table: str, *, include_deleted: bool = False) -> list[CatalogueItem]:
     """Every item of the table (for the local stack and tests; the app queries the GSIs), without
-    tombstones unless ``include_deleted``."""
+    tombstones unless ``include_deleted``, never the worker's decode-attempt records."""
     items: list[CatalogueItem] = []
     for page in dynamodb.get_paginator("scan").paginate(TableName=table, ConsistentRead=True):
-        items.extend(CatalogueItem.from_attributes(deserialize(raw)) for raw in page["Items"])
+        items.extend(
+            CatalogueItem.from_attributes(deserialize(raw))
+            for raw in page["Items"]
+            if not raw[OBJECT_ID]["S"].startswith(DECODE_ATTEMPTS_PREFIX)
+        )
     if not include_deleted:
         items = [item for item in items if item.status is not Status.DELETED]
     return sorted(items, key=lambda item: (item.bucket, item.key))

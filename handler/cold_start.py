@@ -23,7 +23,7 @@ from contracts.artifact import (
 )
 from contracts.unfamiliarity import UnfamiliarityScorer
 from handler.classifier import Classifier
-from handler.decode_budget import DecodeBudget
+from handler.decode_pool import DecodePool
 from handler.settings import ConfigurationError, WorkerSettings
 from handler.worker import Worker
 
@@ -105,6 +105,11 @@ def build_worker(
     review_threshold = settings.review_threshold
     if review_threshold is None:
         review_threshold = artifact.calibration_for(settings.model_variant).review_threshold
+    decoders = DecodePool(
+        function_memory_mb=settings.aws_lambda_function_memory_size,
+        decode_seconds=settings.decode_seconds,
+    )
+    decoders.start()  # in the init phase on Lambda, which runs at full CPU
     return Worker(
         classifier=classifier,
         model_version=artifact.version,
@@ -114,5 +119,5 @@ def build_worker(
         dynamodb_client=dynamodb_client,
         max_image_bytes=settings.max_image_bytes,
         max_image_pixels=settings.max_image_pixels,
-        decode_budget=DecodeBudget.for_function_memory(settings.aws_lambda_function_memory_size),
+        decoders=decoders,
     )

@@ -47,6 +47,7 @@ import numpy as np
 
 from contracts.catalogue import CatalogueItem
 from handler.catalogue import scan_items
+from local_stack.atomic_dynamodb import serialise_dynamodb
 
 DEFAULT_ARTIFACTS: Final[Path] = Path("artifacts")
 UPLOAD_PREFIX: Final[str] = "uploads/"
@@ -102,6 +103,7 @@ def moto_server() -> Iterator[str]:
     from moto.server import ThreadedMotoServer
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # no line per request
+    serialise_dynamodb()  # conditional writes atomic per item, as on DynamoDB
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
