@@ -68,8 +68,9 @@ DEFAULT_MAX_IMAGE_PIXELS: Final[int] = 50_000_000
 MAX_JPEG_SCANS: Final[int] = 100
 
 # Formats a seller's camera or phone produces (AVIF: Pillow 11.3+ reads it with its bundled
-# libavif; Android phones and web exports write it). Anything else Pillow happens to parse (EPS, ICO,
-# PSD, ...) is refused: those decoders are rarely exercised and some shell out or allocate freely.
+# libavif; Android phones and web exports write it). Anything else Pillow happens to parse (EPS,
+# ICO, PSD, ...) is refused: those decoders are rarely exercised and some shell out or allocate
+# freely.
 SUPPORTED_FORMATS: Final[frozenset[str]] = frozenset(
     {"JPEG", "MPO", "PNG", "WEBP", "GIF", "HEIF", "AVIF", "BMP", "TIFF"}
 )

@@ -6,9 +6,10 @@ conditional ``UpdateItem`` calls on one item can therefore both see the conditio
 succeed (issue 17 measured 2 in 200 trials). Real DynamoDB evaluates the condition against the
 item as it is when the write is applied: "If the condition expression evaluates to true, the
 operation succeeds; otherwise, the operation fails" (Amazon DynamoDB Developer Guide, "Condition
-expressions", https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/Expressions.SpecifyingConditions.html),
-so of two writers conditioned on the same state only one can win. Concurrency tests of the worker and the review console would otherwise
-pass or fail by moto's luck, not by our code.
+expressions",
+https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/Expressions.SpecifyingConditions.html
+), so of two writers conditioned on the same state only one can win. Concurrency tests of the
+worker and the review console would otherwise pass or fail by moto's luck, not by our code.
 
 :func:`serialise_dynamodb` wraps every item-level method of moto's ``DynamoDBBackend`` in one
 re-entrant lock (transactions and batches call the single-item methods). That is stricter than
@@ -45,7 +46,7 @@ _MARK: Final[str] = "_momee_serialised"
 
 def serialise_dynamodb() -> None:
     """Wrap moto's DynamoDB item methods in one lock (idempotent, for the whole process)."""
-    from moto.dynamodb.models import DynamoDBBackend  # noqa: PLC0415 - moto is a dev dependency
+    from moto.dynamodb.models import DynamoDBBackend
 
     for name in _ITEM_METHODS:
         original = getattr(DynamoDBBackend, name, None)
