@@ -40,7 +40,7 @@ from tests.support.tiny_artifact import publish_tiny_artifact
 
 FUNCTION_MEMORY_MB = 1024  # template.yaml FunctionMemorySize
 FUNCTION_TIMEOUT_S = 60  # template.yaml FunctionTimeout
-QUICK_DECODE_SECONDS = 4.0
+QUICK_DECODE_SECONDS = 3.0
 PHOTOS = 2
 
 # name -> (scale, quick tier?)
