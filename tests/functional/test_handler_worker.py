@@ -1053,3 +1053,138 @@ def test_failed_cold_start_moves_messages_to_the_dlq_and_a_redrive_catalogues_th
             stack.sqs.delete_message(QueueUrl=dlq, ReceiptHandle=message["ReceiptHandle"])
     assert stack.drain().returned == 0
     assert set(stack.items()) == set(keys)
+
+
+# ------------------------------------------- issue 17: a crafted upload only fails itself ---
+
+
+def _delivered(event: dict[str, Any], receive_count: int) -> dict[str, Any]:
+    """``event`` as SQS hands it over for the ``receive_count``-th time."""
+    for message in event["Records"]:
+        message["attributes"] = dict(
+            message.get("attributes", {}), ApproximateReceiveCount=str(receive_count)
+        )
+    return event
+
+
+def test_a_file_always_too_slow_is_rejected_on_its_second_receive_never_the_dlq(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN a 1 KB RLE bitmap that costs seconds of CPU, a photo, and a 1 s per-file deadline
+    monkeypatch.setenv("DECODE_SECONDS", "1")
+    app.reset_worker()
+    stack.drain()  # S3's TestEvent
+    slow, photo_key = "uploads/slow.bmp", "uploads/photo.jpg"
+    stack.put(slow, crafted_file("bmp-rle-lines"))
+    stack.put(photo_key, jpeg())
+    # WHEN the queue is drained as Lambda's poller does
+    stats = stack.drain()
+    # THEN the photo is catalogued at once, the slow file comes back once and is then REJECTED
+    items = stack.items()
+    assert items[photo_key].status is Status.CATALOGUED
+    assert (items[slow].status, items[slow].reason) == (Status.REJECTED, "too_slow_to_decode")
+    assert stats.returned == 1
+    assert queue_depth(stack.sqs, stack.resources.dead_letter_queue_url) == 0
+
+
+def test_a_file_killed_for_memory_twice_is_rejected_in_its_first_invocation(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from handler.decode_pool import SAFETY_MARGIN_MB, _own_resident_bytes
+
+    # GIVEN a function whose decode budget is small (what this test process holds + ~200 MB),
+    # a JPEG whose millions of empty segments take ~300 MB to open, and a photo
+    held_mb = _own_resident_bytes() // 2**20
+    monkeypatch.setenv("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", str(held_mb + SAFETY_MARGIN_MB + 320))
+    monkeypatch.setenv("DECODE_SECONDS", "60")
+    app.reset_worker()
+    keys = {"uploads/segments.jpg": crafted_file("jpeg-empty-segments", scale=0.5)}
+    keys["uploads/photo.jpg"] = jpeg()
+    bodies = []
+    for index, (key, data) in enumerate(keys.items()):
+        etag = stack.put(key, data)
+        bodies.append({"Records": [s3_record(stack.bucket, key, sequencer=f"0{index}", etag=etag)]})
+    stack.purge()
+    # WHEN one invocation handles them
+    response = invoke(message_event(*bodies))
+    # THEN nothing comes back: the file was tried beside the photo, then alone, then REJECTED
+    assert failed_ids(response) == []
+    items = stack.items()
+    assert (items["uploads/segments.jpg"].status, items["uploads/segments.jpg"].reason) == (
+        Status.REJECTED,
+        "too_large_to_decode",
+    )
+    assert items["uploads/photo.jpg"].status is Status.CATALOGUED
+
+
+class _ProcessDied(BaseException):
+    """Stands for the death of the whole function process (nothing after it runs)."""
+
+
+def test_a_file_that_kills_the_whole_process_is_blamed_on_a_later_receive(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN a batch that killed the whole process on its first receive (no record of it), a
+    # deadly file in one message and an ordinary photo in another
+    deadly_key, photo_key = "uploads/deadly.jpg", "uploads/fine.jpg"
+    deadly = jpeg("bathtub", 7)
+    bodies = [
+        {"Records": [s3_record(stack.bucket, key, sequencer="0A", etag=stack.put(key, data))]}
+        for key, data in ((deadly_key, deadly), (photo_key, jpeg("walkers", 8)))
+    ]
+    stack.purge()
+    worker = app.get_worker()
+    real_decode = worker.decoders.decode
+    alone: list[bool] = []
+
+    def decode(data: bytes, **options: Any) -> Any:
+        if data == deadly:
+            alone.append(options["exclusive"])
+            raise _ProcessDied  # the container dies while this file decodes
+        return real_decode(data, **options)
+
+    monkeypatch.setattr(worker.decoders, "decode", decode)
+    # WHEN SQS delivers it again, and the process dies again each time the file decodes
+    for receive_count in (2, 3):
+        with pytest.raises(_ProcessDied):
+            invoke(_delivered(message_event(*bodies), receive_count))
+    # THEN on the next receive the file is REJECTED without being decoded again, and the batch
+    # succeeds: two attempts, each alone, so the deaths were this file's and no other's
+    response = invoke(_delivered(message_event(*bodies), 4))
+    assert failed_ids(response) == []
+    assert alone == [True, True]
+    item = stack.item(deadly_key)
+    assert item is not None
+    assert (item.status, item.reason) == (Status.REJECTED, "too_large_to_decode")
+    assert stack.item(photo_key).status is Status.CATALOGUED  # type: ignore[union-attr]
+    # AND the attempt records never show up as catalogue items
+    assert set(stack.items()) == {deadly_key, photo_key}
+
+
+def test_a_photo_is_written_while_a_slow_file_still_decodes(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from handler import catalogue
+
+    # GIVEN a slow but valid JPEG (millions of fill bytes before its frame) and a photo
+    keys = {"uploads/slow.jpg": crafted_file("jpeg-fill-bytes", scale=0.5)}
+    keys["uploads/quick.jpg"] = jpeg()
+    bodies = []
+    for index, (key, data) in enumerate(keys.items()):
+        etag = stack.put(key, data)
+        bodies.append({"Records": [s3_record(stack.bucket, key, sequencer=f"0{index}", etag=etag)]})
+    stack.purge()
+    written: dict[str, float] = {}
+    write_item = catalogue.write_item
+
+    def timed_write(*arguments: Any, **options: Any) -> bool:
+        result = write_item(*arguments, **options)
+        written[arguments[2].key] = time.monotonic()
+        return result
+
+    monkeypatch.setattr(catalogue, "write_item", timed_write)
+    app.get_worker()
+    # WHEN one invocation handles both
+    assert failed_ids(invoke(message_event(*bodies))) == []
+    # THEN the photo was written long before the slow file finished decoding
+    assert written["uploads/quick.jpg"] < written["uploads/slow.jpg"] - 1.0

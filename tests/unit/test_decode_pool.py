@@ -29,7 +29,7 @@ def _photo() -> bytes:
     return buffer.getvalue()
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def pool() -> Iterator[DecodePool]:
     decoders = DecodePool(function_memory_mb=1024, decode_seconds=1.5)
     decoders.start()
