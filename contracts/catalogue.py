@@ -66,7 +66,7 @@ class Status(enum.StrEnum):
 
 class CategorySource(enum.StrEnum):
     """Who chose the category. The worker never overwrites a person's decision on the same
-    object version (see :mod:`handler.catalogue`)."""
+    object version (see :mod:`contracts.catalogue_table`)."""
 
     MODEL = "model"
     HUMAN = "human"

@@ -177,7 +177,8 @@ class RunFolder:
     def write_data(self, dataset, splits: dict[str, Any] | None = None) -> DataRecord:
         """Record the dataset used and, per split, each file's content hash and label.
 
-        ``dataset`` is a :class:`model_build.dataset.Dataset`; ``splits`` optionally maps a split
+        ``dataset`` is a :class:`model_build.data.dataset.Dataset`; ``splits`` optionally maps a
+        split
         name to what was actually kept of it (a sequence of samples); default: all its samples.
         """
         recorded = {}

@@ -31,7 +31,7 @@ from contracts.catalogue import (
     Status,
     utc_now,
 )
-from handler.catalogue import conditional_update, deserialize, read_item
+from contracts.catalogue_table import conditional_update, deserialize, read_item
 
 # What a decision (or its undo) writes; everything else of the item is left alone.
 DECISION_ATTRIBUTES: Final[tuple[str, ...]] = (

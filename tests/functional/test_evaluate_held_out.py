@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from model_build.dataset import discover
-from model_build.holdout import with_holdout
+from model_build.data.dataset import discover
+from model_build.data.holdout import with_holdout
 from model_build.run_folder import RunFolder
-from model_build.sample_data import generate_dataset
+from sample_data.photos import generate_dataset
 
 pytestmark = pytest.mark.functional
 LABELS = ("bathtub", "carrier", "stroller")
@@ -49,7 +49,7 @@ def _run(base: Path, data: Path, model: Path, dataset) -> Path:
 
 
 def test_test_folder_is_evaluated_and_val_only_fits(data_and_model, tmp_path: Path) -> None:
-    from model_build.evaluate import evaluate_run
+    from model_build.evaluation.evaluate import evaluate_run
 
     data, model = data_and_model
     run_dir = _run(tmp_path, data, model, with_holdout(discover(data), 0.5))
@@ -64,7 +64,7 @@ def test_test_folder_is_evaluated_and_val_only_fits(data_and_model, tmp_path: Pa
 
 
 def test_without_test_the_held_out_half_of_val_is_evaluated(data_and_model, tmp_path) -> None:
-    from model_build.evaluate import evaluate_run
+    from model_build.evaluation.evaluate import evaluate_run
 
     data, model = data_and_model
     dataset = discover(data)

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from model_build import train
-from model_build.sample_data import generate_dataset
+from sample_data.photos import generate_dataset
 
 REPOSITORY_ROOT = Path(__file__).resolve().parents[2]
 LABELS = ("bathtub", "stroller", "walkers")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from model_build.dataset import DatasetError, discover
+from model_build.data.dataset import DatasetError, discover
 
 
 def _write(path: Path, payload: bytes) -> Path:

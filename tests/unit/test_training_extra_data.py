@@ -10,10 +10,10 @@ from pathlib import Path
 
 import numpy as np
 
-from model_build.audit import audit_dataset, print_report
-from model_build.dataset import add_training_data, discover
-from model_build.holdout import with_holdout
-from model_build.sample_data import draw_sample_image, generate_dataset
+from model_build.data.audit import audit_dataset, print_report
+from model_build.data.dataset import add_training_data, discover
+from model_build.data.holdout import with_holdout
+from sample_data.photos import draw_sample_image, generate_dataset
 
 LABELS = ("bathtub", "stroller")
 

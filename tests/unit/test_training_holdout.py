@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from model_build import train
-from model_build.dataset import discover
-from model_build.holdout import (
+from model_build.data.dataset import discover
+from model_build.data.holdout import (
     HOLDOUT_SPLIT,
     evaluation_split,
     split_content_hash,

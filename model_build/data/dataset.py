@@ -115,7 +115,7 @@ class ExtraData:
     """One more dataset folder whose photos were added to train (see :func:`add_training_data`)."""
 
     root: Path
-    reviewed: bool  # a reviewed-dataset export (model_build.reviewed_dataset)
+    reviewed: bool  # a reviewed-dataset export (review.reviewed_dataset)
     added: dict[str, int]  # per label, files added to train
     dropped: int  # files with the same bytes as a val/test/held-out file of the main dataset
 
@@ -211,7 +211,7 @@ def add_training_data(dataset: Dataset, folders: list[Path] | tuple[Path, ...]) 
 
 
 def _is_reviewed_export(root: Path) -> bool:
-    """Whether ``root`` is (the labelled folder of) a ``model_build.reviewed_dataset`` export."""
+    """Whether ``root`` is (the labelled folder of) a ``review.reviewed_dataset`` export."""
     import json
 
     for candidate in (root / "manifest.json", root.parent / "manifest.json"):

@@ -16,7 +16,7 @@ from typing import Any, Final
 
 import numpy as np
 
-from model_build.metrics import best_epochs
+from model_build.evaluation.metrics import best_epochs
 
 GRID_IMAGES: Final[int] = 50
 REPORT_TEXT_FILE: Final[str] = "classification_report.txt"
@@ -354,7 +354,7 @@ def _review_section(metrics: dict[str, Any]) -> str:
     table = metrics.get("review_agreement")
     if not table:
         return ""
-    from model_build.review_agreement import agreement_html
+    from model_build.evaluation.review_agreement import agreement_html
 
     return agreement_html(table, table.get("source", "the catalogue"))
 

@@ -9,7 +9,8 @@ nothing was fitted on:
   threshold);
 * otherwise :data:`HOLDOUT_SPLIT` is taken out of val **before training**: within each label, the
   distinct file contents of val are ranked by a seeded hash and the first ``fraction`` of them are
-  held out (same content-keyed rule as the train/val split of :mod:`model_build.dataset`, with its
+  held out (same content-keyed rule as the train/val split of :mod:`model_build.data.dataset`, with
+  its
   own salt, so identical bytes never straddle the two parts and the choice survives renaming).
   Training, checkpoint choice and calibration see only the rest of val.
 
@@ -23,7 +24,7 @@ from __future__ import annotations
 import hashlib
 from typing import Final
 
-from model_build.dataset import Dataset, pick_by_content
+from model_build.data.dataset import Dataset, pick_by_content
 
 HOLDOUT_SPLIT: Final[str] = "holdout"
 DEFAULT_HOLDOUT_FRACTION: Final[float] = 0.5
