@@ -15,8 +15,8 @@ to say which file was decoding). So the count lives in DynamoDB, in the catalogu
 Only those rare paths write; an ordinary photo on its first delivery costs no extra request.
 Every change is an atomic ``ADD``, so two workers holding the same message at once (SQS may
 deliver it twice) both count. Records expire with DynamoDB's TTL after the same time as
-tombstones (:data:`handler.catalogue.TOMBSTONE_TTL_SECONDS`), well after any message about the
-object can still be in flight.
+tombstones (:data:`contracts.catalogue_table.TOMBSTONE_TTL_SECONDS`), well after any message
+about the object can still be in flight.
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from contracts.catalogue import DECODE_ATTEMPTS_PREFIX, EXPIRES_AT, OBJECT_ID, object_id
+from contracts.catalogue_table import TOMBSTONE_TTL_SECONDS
 from contracts.image import ImageRejected
-from handler.catalogue import TOMBSTONE_TTL_SECONDS
 
 # A file is REJECTED once this many of its attempts ended in a kill. Two: one attempt beside
 # another decode with a share of the memory and CPU, one alone with all of it. Fewer than the

@@ -29,11 +29,11 @@ import pytest
 from PIL import Image
 
 from contracts.catalogue import Status
-from handler.catalogue import scan_items
+from contracts.catalogue_table import scan_items
 from handler.decode_pool import DECODE_SECONDS
 from local_stack.resources import create_local_resources
 from local_stack.stack import REGION, moto_server
-from model_build.sample_data import draw_sample_image
+from sample_data.photos import draw_sample_image
 from tests.support.crafted_images import CRAFTED, crafted_file
 from tests.support.lambda_container import LambdaLikeRun
 from tests.support.tiny_artifact import publish_tiny_artifact

@@ -16,7 +16,7 @@ from PIL import Image
 
 from contracts.image import DEFAULT_MAX_IMAGE_BYTES, DEFAULT_MAX_IMAGE_PIXELS, decode_image
 from handler.decode_pool import MIB, SAFETY_MARGIN_MB, DecodePool, _own_resident_bytes
-from model_build.sample_data import draw_sample_image
+from sample_data.photos import draw_sample_image
 from tests.support.crafted_images import crafted_file
 
 LIMITS = {"max_bytes": DEFAULT_MAX_IMAGE_BYTES, "max_pixels": DEFAULT_MAX_IMAGE_PIXELS}
