@@ -9,27 +9,32 @@ For one invocation's records:
    (``too_large``) without being downloaded. Requests carry ``IfMatch`` with the event's ETag:
    an object that has been deleted (404) or replaced (412) since the event is skipped, because a
    newer event describes what is there now.
-   Pixels come from :func:`contracts.image.decode_image`, the function training uses, so
-   decompression bombs are refused by declared pixel count before any pixel is decoded.
-2. **One batched inference** for every decoded image of the invocation.
-3. **Conditional writes** (see :mod:`contracts.catalogue_table`), keys in parallel, each key's
-records
-   in order. A bad photo becomes a REJECTED item with its reason. A delete event first checks
-   that the key is really gone (``HeadObject``); if it was uploaded again since, the newer
-   upload's event governs the item; otherwise the item becomes a tombstone (``DELETED``, kept
-   for :data:`contracts.catalogue_table.TOMBSTONE_TTL_SECONDS`), so that a create read before the
-   delete
-   but written after it is stale instead of bringing the photo back.
+   Pixels come from :func:`contracts.image.decode_image`, the function training uses, run in a
+   **decoder process** under a memory limit, a CPU limit and a wall-clock deadline that the
+   operating system enforces (:mod:`handler.decode_pool`): whatever a crafted file does, only
+   that file fails. A file whose decoder keeps being killed becomes REJECTED
+   (``too_large_to_decode`` / ``too_slow_to_decode``) after
+   :data:`handler.decode_attempts.MAX_DECODE_ATTEMPTS` kills, counted in DynamoDB so that even
+   a death of this whole process is put down to the file on a later receive.
+2. **Inference as images arrive**: each batched inference takes every image decoded since the
+   last one, so a photo never waits for the slowest file of its batch.
+3. **Conditional writes** (see :mod:`contracts.catalogue_table`) on their own threads, a key as
+   soon as all its records of the batch are ready, each key's records in order. A bad photo
+   becomes a REJECTED item with its reason. A delete event first checks that the key is really
+   gone (``HeadObject``); if it was uploaded again since, the newer upload's event governs the
+   item; otherwise the item becomes a tombstone (``DELETED``, kept for
+   :data:`contracts.catalogue_table.TOMBSTONE_TTL_SECONDS`), so that a create read before the
+   delete but written after it is stale instead of bringing the photo back.
 
 A failure on one record (throttling, a 5xx, a timeout, anything unexpected) is kept as that
 record's error and does not stop the others; the caller reports it back to SQS.
 
-**Deadline.** The handler passes a :class:`Deadline` from the Lambda context's remaining time.
-Fetches and decodes not finished :data:`FETCH_RESERVE_SECONDS` before the end are given up
-(those not started are cancelled; one already decoding finishes in the background, as Python
-threads cannot be stopped) and no write starts later than :data:`WRITE_RESERVE_SECONDS` before
-the end. Records given up fail with :class:`DeadlineExceeded`, so SQS redelivers only their
-messages instead of the whole batch timing out.
+**Deadline.** The handler passes a :class:`Deadline` from the Lambda context's remaining time
+(``context.get_remaining_time_in_millis()``). Decodes still running
+:data:`FETCH_RESERVE_SECONDS` before the end are killed with their decoder process (no decode
+outlives its invocation, nor holds memory into the next one), and no write starts later than
+:data:`WRITE_RESERVE_SECONDS` before the end. Records given up fail with
+:class:`DeadlineExceeded`, and only their messages come back from SQS; what finished is written.
 """
 
 from __future__ import annotations
