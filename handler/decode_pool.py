@@ -221,7 +221,6 @@ class DecodePool:
         self._busy: dict[int, _Child] = {}  # decoders with a file, by pid
         self._exclusive = False
         self._exclusive_waiting = 0
-        self._started = False
         self._closed = False
         self._condition = threading.Condition()
 
@@ -229,14 +228,29 @@ class DecodePool:
 
     def start(self) -> None:
         """Start the decoder processes (at cold start: Lambda's init phase has full CPU)."""
+        self._replenish()
+
+    def _replenish(self) -> None:
+        """Bring the pool back to :attr:`processes` decoders (one that could not be replaced
+        after a kill is started again here, before the next file)."""
         with self._condition:
-            if self._started or self._closed:
+            if self._closed:
+                raise RuntimeError("the decode pool is closed")
+            missing = self.processes - len(self._idle) - len(self._busy)
+            if missing <= 0:
                 return
-            children = [_Child() for _ in range(self.processes)]
+            children = [_Child() for _ in range(missing)]
+            started = []
             for child in children:
-                child.wait_ready(START_SECONDS)
-            self._idle.extend(children)
-            self._started = True
+                try:
+                    child.wait_ready(START_SECONDS)
+                except RuntimeError:
+                    continue
+                started.append(child)
+            self._idle.extend(started)
+            self._condition.notify_all()
+            if not self._idle and not self._busy:
+                raise RuntimeError("no decoder process could be started")
 
     def close(self) -> None:
         with self._condition:
@@ -280,7 +294,7 @@ class DecodePool:
     ) -> DecodeAttempt:
         """One attempt at ``data`` in a decoder process. Blocks until a decoder (and, when
         ``exclusive``, every decoder) is free; never raises for anything the bytes do."""
-        self.start()
+        self._replenish()
         started = time.monotonic()
         child, allowance = self._acquire(exclusive, give_up_at)
         if child is None:
@@ -358,7 +372,7 @@ class DecodePool:
             try:
                 fresh.wait_ready(START_SECONDS)  # type: ignore[union-attr]
             except RuntimeError:
-                fresh = None  # the next decode finds one decoder fewer; logged by the caller
+                fresh = None  # the next decode starts one again (_replenish)
         else:
             fresh = child
         with self._condition:
