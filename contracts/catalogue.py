@@ -54,6 +54,12 @@ REVIEW_QUEUE_VALUE: Final[str] = "NEEDS_REVIEW"
 UPLOADED_AT: Final[str] = "uploaded_at"
 # DynamoDB TTL attribute (epoch seconds) of tombstones.
 EXPIRES_AT: Final[str] = "expires_at"
+# The review console's records live in the same table under this ``object_id`` prefix: the audit
+# trail (one item per decision, refusal or undo) and the per-reviewer counters. A catalogue item's
+# ``object_id`` is ``bucket/key`` and S3 bucket names never contain "#", so the two never meet;
+# the records carry no index attribute, so neither sparse index (buyers' ``by_category``, the
+# ``review_queue``) ever holds one. Readers of whole-table scans skip them (``is_catalogue_item``).
+REVIEW_RECORD_PREFIX: Final[str] = "review#"
 
 
 class Status(enum.StrEnum):
@@ -149,6 +155,14 @@ class CatalogueItem:
     reviewed_at: str | None = None
     review_outcome: ReviewOutcome | None = None
     expires_at: int | None = None
+    # A reviewer's claim on a NEEDS_REVIEW photo (review/leases.py): who holds it (reviewer and
+    # console session) and until when (epoch seconds). Any worker write of the item removes it.
+    lease_holder: str | None = None
+    lease_expires: int | None = None
+    # A second opinion (review/decisions.py): the first reviewer's choice on a sampled photo,
+    # kept while the photo waits for a second reviewer; the second decision settles it.
+    first_opinion_by: str | None = None
+    first_opinion_choice: str | None = None
     schema_version: int = SCHEMA_VERSION
 
     def __post_init__(self) -> None:
@@ -208,6 +222,10 @@ class CatalogueItem:
             "reviewed_at": self.reviewed_at,
             "review_outcome": None if self.review_outcome is None else self.review_outcome.value,
             "expires_at": self.expires_at,
+            "lease_holder": self.lease_holder,
+            "lease_expires": self.lease_expires,
+            "first_opinion_by": self.first_opinion_by,
+            "first_opinion_choice": self.first_opinion_choice,
             LISTING_CATEGORY: self.category if self.visible_to_buyers else None,
             REVIEW_QUEUE: REVIEW_QUEUE_VALUE if self.status is Status.NEEDS_REVIEW else None,
         }
@@ -253,6 +271,10 @@ class CatalogueItem:
             reviewed_at=attributes.get("reviewed_at"),
             review_outcome=None if outcome is None else ReviewOutcome(outcome),
             expires_at=number("expires_at", int),
+            lease_holder=attributes.get("lease_holder"),
+            lease_expires=number("lease_expires", int),
+            first_opinion_by=attributes.get("first_opinion_by"),
+            first_opinion_choice=attributes.get("first_opinion_choice"),
             schema_version=number("schema_version", int) or 1,
         )
 
@@ -279,6 +301,15 @@ class CatalogueItem:
             "reviewed_at": self.reviewed_at,
             "review_outcome": None if self.review_outcome is None else self.review_outcome.value,
         }
+
+
+def is_catalogue_item(attributes: dict[str, Any]) -> bool:
+    """Whether a raw table item is a catalogue item (not a review record, see
+    :data:`REVIEW_RECORD_PREFIX`)."""
+    identity = attributes.get(OBJECT_ID)
+    if isinstance(identity, dict):  # the low-level client's {"S": ...}
+        identity = identity.get("S")
+    return not str(identity or "").startswith(REVIEW_RECORD_PREFIX)
 
 
 def object_id(bucket: str, key: str) -> str:
