@@ -113,17 +113,19 @@ def _count(
     # A first opinion is a reviewer's decision too (counted), though it does not settle the photo.
     step = {"decided": 1, "first_opinion": 1, "undone": -1}.get(event, 0)
     names = {"#first": f"first|{reviewer}", "#last": f"last|{reviewer}"}
-    values: dict[str, Any] = {":at": {"S": at}, ":one": {"N": "1"}}
+    values: dict[str, Any] = {":at": {"S": at}}
     additions = []
     if event == "refused":
         names["#refused"] = f"refused|{reviewer}"
+        values[":one"] = {"N": "1"}
         additions.append("#refused :one")
     else:
-        names["#undone"] = f"undone|{reviewer}"
         names["#decided"] = f"decided|{reviewer}"
         values[":step"] = {"N": str(step)}
         additions.append("#decided :step")
         if event == "undone":
+            names["#undone"] = f"undone|{reviewer}"
+            values[":one"] = {"N": "1"}
             additions.append("#undone :one")
         if outcome:
             names["#outcome"] = f"{outcome}|{reviewer}"
