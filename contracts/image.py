@@ -204,7 +204,8 @@ def preview_jpeg(
                 raise ImageRejected(
                     "too_much_memory",
                     f"showing this {cost.width}x{cost.height} image needs about "
-                    f"{cost.peak_bytes // 2**20} MiB, more than the {max_memory // 2**20} MiB allowed",
+                    f"{cost.peak_bytes // 2**20} MiB, more than the "
+                    f"{max_memory // 2**20} MiB allowed",
                 )
 
         def render() -> bytes:

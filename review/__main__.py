@@ -2,7 +2,7 @@
 
     python -m review --table T --bucket B [--model DEST] [--port 8765] [--second-opinion 0.05]
     python -m review --stack momee-cataloguer   # T and B from the deployed stack's outputs
-    python -m review [--reviewer NAME]          # the local stack `python -m local_stack --serve` keeps up
+    python -m review [--reviewer NAME]   # the local stack that `local_stack --serve` keeps up
 
 ``T`` and ``B`` are the stack's ``CatalogueTableName`` and ``UploadsBucketName`` outputs; the
 operator's AWS credentials are used as usual, and the reviewer is their identity's ARN (STS
@@ -19,37 +19,20 @@ import argparse
 import os
 import sys
 import webbrowser
-from pathlib import Path
-from typing import Any
 
 import boto3
 from botocore.config import Config
 
 from local_stack.state import read_state, state_path
 from review.console import Console
+from review.model_labels import model_labels
 from review.server import DEFAULT_PORT, LOOPBACK, ReviewServer
 
-DEFAULT_ARTIFACTS = Path("artifacts")
 NO_STACK_HINT = (
     "No --table/--bucket and no local stack running. Start one in another terminal with "
     "`python -m local_stack --serve` (it writes {path}), or name the deployed stack's "
     "table and bucket (outputs CatalogueTableName and UploadsBucketName)."
 )
-
-
-def model_labels(uri: str | None, s3_client: Any = None) -> list[str]:
-    """The published model's labels, or an empty list when there is no model to read."""
-    from contracts.artifact import ArtifactError, load_artifact
-
-    if uri is None:
-        if not (DEFAULT_ARTIFACTS / "latest.json").is_file():
-            return []
-        uri = str(DEFAULT_ARTIFACTS)
-    try:
-        return load_artifact(uri, only=("labels.json",), s3_client=s3_client).labels
-    except (ArtifactError, OSError) as error:
-        print(f"warning: no labels from {uri}: {error}", file=sys.stderr)
-        return []
 
 
 def caller_arn(session: boto3.session.Session) -> str:

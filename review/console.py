@@ -199,7 +199,7 @@ class Console:
         ``recount`` (the queue request), else the last count adjusted by ``change``."""
         now = self._clock()
         stale = self._remaining is None or now - self._remaining[0] >= RECOUNT_SECONDS
-        if recount and stale or self._remaining is None:
+        if (recount and stale) or self._remaining is None:
             count = decisions.queue_length(self.dynamodb, self.table, cap=COUNT_CAP)
             self._remaining = (now, count)
         elif change:
