@@ -167,8 +167,9 @@ class Console:
         # Only when the batch runs low, so the index is read once per few decisions.
         if len(active) > self.batch // 2:
             return
+        # A decided photo cannot be claimed again (its status changed), even while the
+        # eventually consistent index still lists it; only held ones need skipping.
         known = {item.object_id for item in self._held.values()}
-        known |= {before.object_id for before, _ in self._decided.values()}
         for item in leases.claim(
             self.dynamodb,
             self.table,

@@ -232,7 +232,9 @@ function photoFailed() {
 // ------------------------------------------------------------------------------ decisions ---
 
 function enqueue(task) {
-  state.chain = state.chain.then(task).catch((error) => notice(`Error: ${error.message}`));
+  state.chain = state.chain.then(task).catch((error) => {
+    if (!state.halted) notice(`Error: ${error.message}`);
+  });
   return state.chain;
 }
 
@@ -246,7 +248,8 @@ function choose(choice, deliberate) {
   }
   if (item.deliberate && choice === item.category && !deliberate) {
     state.armed = item.id;
-    notice(`Unfamiliar photo: press Enter again to confirm ${choice}, or choose another.`);
+    $("reason").textContent =
+      `Here because: ${item.reason_text}. Press Enter again to confirm ${choice}, or choose another.`;
     return;
   }
   state.buffer.shift();
