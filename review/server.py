@@ -239,7 +239,10 @@ class ReviewHandler(BaseHTTPRequestHandler):
             "frame-ancestors 'none'",
         )
         self.end_headers()
-        self.wfile.write(body)
+        try:
+            self.wfile.write(body)
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True  # the page went away (a preload cut short): nothing to do
 
     def log_message(self, format: str, *args: Any) -> None:
         logger.debug("%s %s", self.address_string(), format % args)
