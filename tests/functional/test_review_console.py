@@ -329,3 +329,12 @@ def test_letters_never_change_when_an_unknown_label_appears(running: Running) ->
     data = queue(running)
     assert data["labels"] == before
     assert "playpen" not in [entry["label"] for entry in data["labels"]]
+
+
+def test_against_aws_the_reviewer_is_not_self_chosen(capsys: pytest.CaptureFixture[str]) -> None:
+    from review.__main__ import main
+
+    with pytest.raises(SystemExit) as stopped:
+        main(["--table", "t", "--bucket", "b", "--reviewer", "someone-else"])
+    assert stopped.value.code == 2
+    assert "your identity decides" in capsys.readouterr().err

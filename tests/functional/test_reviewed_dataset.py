@@ -19,13 +19,14 @@ from moto import mock_aws
 from contracts.catalogue import CatalogueItem, LabelScore, Status, event_order, utc_now
 from contracts.catalogue_table import read_item, tombstone, write_item, write_tombstone
 from local_stack.resources import create_local_resources
-from model_build.data.dataset import discover
+from model_build.data.dataset import add_training_data, discover
 from model_build.evaluation.review_agreement import agreement
 from review.agreement import entries_from_catalogue
 from review.console import Console
 from review.decisions import NOT_A_PRODUCT, UNUSABLE, decide, decided_item
 from review.leases import claim_one
 from review.reviewed_dataset import export_reviewed, main
+from sample_data.photos import generate_dataset
 
 pytestmark = pytest.mark.functional
 LABELS = {"bathtub", "stroller", "walkers"}
@@ -130,8 +131,11 @@ def test_export_layout_and_manifest(aws: tuple[Any, Any, str, str], tmp_path: Pa
     )
     assert entries["uploads/g.jpg"]["skipped"] == "object_replaced"
     # The labelled folder is a dataset folder training reads as it is.
-    dataset = discover(out / "labelled")
-    assert dataset.labels == ("stroller", "walkers")
+    main = generate_dataset(
+        tmp_path / "main", train_per_label=2, val_per_label=1, image_size=32, labels=sorted(LABELS)
+    )
+    dataset = add_training_data(discover(main), [out / "labelled"])
+    assert dataset.extra[0].added == {"stroller": 2, "walkers": 1}
     # The same decisions, read from the catalogue, give the model-vs-reviewer table.
     agreed = agreement(entries_from_catalogue(dynamodb, table, bucket))
     assert agreed == agreement(manifest["items"])
