@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from contracts.artifact import VERSION_PATTERN
+from contracts.catalogue import PROBE_PREFIX
 from local_stack.resources import (
     QUEUE_ATTRIBUTE_PROPERTIES,
     TEMPLATE_PATH,
@@ -33,13 +34,23 @@ def properties(logical_id: str) -> dict[str, Any]:
     return RESOURCES[logical_id]["Properties"]
 
 
-def role_statements(role_id: str = "CatalogueFunctionRole") -> list[dict[str, Any]]:
+def role_statements(
+    role_id: str = "CatalogueFunctionRole", *, conditional: bool = False
+) -> list[dict[str, Any]]:
+    """The role's statements; one under ``!If [condition, statement, AWS::NoValue]`` only when
+    ``conditional`` (the migration's grant on the previous table)."""
     role = properties(role_id)
-    return [
-        statement
-        for policy in role["Policies"]
-        for statement in policy["PolicyDocument"]["Statement"]
-    ]
+    statements = []
+    for policy in role["Policies"]:
+        for statement in policy["PolicyDocument"]["Statement"]:
+            if "Fn::If" in statement:
+                _, when_true, when_false = statement["Fn::If"]
+                assert when_false == {"Ref": "AWS::NoValue"}
+                if conditional:
+                    statements.append(when_true)
+            else:
+                statements.append(statement)
+    return statements
 
 
 def as_list(value: Any) -> list[Any]:
@@ -395,9 +406,11 @@ def test_function_uses_only_the_explicit_role() -> None:
     assert "ManagedPolicyArns" not in properties("CatalogueFunctionRole")
 
 
-@pytest.mark.parametrize("role_id", ["CatalogueFunctionRole", "CodeDeployRole"])
+@pytest.mark.parametrize(
+    "role_id", ["CatalogueFunctionRole", "CodeDeployRole", "PreTrafficHookRole"]
+)
 def test_no_statement_grants_a_wildcard_resource_or_action(role_id: str) -> None:
-    for statement in role_statements(role_id):
+    for statement in role_statements(role_id, conditional=True):
         assert statement["Effect"] == "Allow"
         for resource in as_list(statement["Resource"]):
             assert resource != "*", statement["Sid"]
@@ -417,19 +430,6 @@ def test_role_grants_exactly_what_the_worker_uses() -> None:
     probes = repr({"Fn::Sub": "${UploadsBucket.Arn}/deploy-probe/*"})
     bucket = repr({"Fn::GetAtt": ["UploadsBucket", "Arn"]})
     table = repr({"Fn::GetAtt": ["CatalogueTable", "Arn"]})
-    # During a migration only (tests/functional/test_deploy_permissions.py evaluates it).
-    previous = repr(
-        {
-            "Fn::If": [
-                "HasPreviousCatalogueTable",
-                {
-                    "Fn::Sub": "arn:${AWS::Partition}:dynamodb:${AWS::Region}:${AWS::AccountId}"
-                    ":table/${PreviousCatalogueTable}"
-                },
-                {"Ref": "AWS::NoValue"},
-            ]
-        }
-    )
     queue = repr({"Fn::GetAtt": ["CatalogueQueue", "Arn"]})
     backfill = repr({"Fn::GetAtt": ["BackfillQueue", "Arn"]})
     assert grants == {
@@ -441,9 +441,6 @@ def test_role_grants_exactly_what_the_worker_uses() -> None:
         ("dynamodb:DescribeTable", table),
         ("dynamodb:GetItem", table),
         ("dynamodb:UpdateItem", table),
-        ("dynamodb:DescribeTable", previous),
-        ("dynamodb:GetItem", previous),
-        ("dynamodb:UpdateItem", previous),
         ("sqs:ReceiveMessage", queue),
         ("sqs:DeleteMessage", queue),
         ("sqs:GetQueueAttributes", queue),
@@ -521,6 +518,42 @@ def test_the_worker_code_makes_no_s3_call_beyond_reading() -> None:
         if re.search(rf"\.{method}\(", source)
     }
     assert used <= {"GetObject"}
+
+
+def test_the_previous_table_is_granted_only_during_a_migration_and_only_what_workers_call() -> None:
+    (previous,) = [
+        s for s in role_statements(conditional=True) if s["Sid"] == "KeepPreviousVersionsWorking"
+    ]
+    assert previous not in role_statements()
+    assert previous["Resource"] == {
+        "Fn::Sub": "arn:${AWS::Partition}:dynamodb:${AWS::Region}:${AWS::AccountId}"
+        ":table/${PreviousCatalogueTable}"
+    }
+    # The schema-1 worker's calls (git history: it deleted items) and today's.
+    assert set(previous["Action"]) == {
+        "dynamodb:DescribeTable",
+        "dynamodb:GetItem",
+        "dynamodb:UpdateItem",
+        "dynamodb:DeleteItem",
+    }
+    assert PARAMETERS["PreviousCatalogueTable"]["Default"] == ""
+
+
+def test_the_hook_may_touch_only_probe_keys_and_only_the_new_version() -> None:
+    statements = {s["Sid"]: s for s in role_statements("PreTrafficHookRole")}
+    assert statements["InvokeTheNewVersion"]["Resource"] == {"Ref": "CatalogueFunction.Version"}
+    items = statements["CheckAndRemoveProbeItems"]
+    assert set(items["Action"]) == {"dynamodb:GetItem", "dynamodb:DeleteItem"}
+    assert items["Condition"] == {
+        "ForAllValues:StringLike": {
+            "dynamodb:LeadingKeys": [{"Fn::Sub": f"${{UploadsBucket}}/{PROBE_PREFIX}*"}]
+        }
+    }
+    listing = statements["FindKnownPhotos"]
+    assert listing["Condition"] == {"StringLike": {"s3:prefix": f"{PROBE_PREFIX}*"}}
+    actions = {a for s in statements.values() for a in as_list(s["Action"])}
+    assert not any(a.startswith("s3:Put") or a.startswith("s3:Delete") for a in actions)
+    assert "dynamodb:UpdateItem" not in actions
 
 
 def test_role_cannot_write_to_the_bucket() -> None:
