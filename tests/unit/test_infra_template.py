@@ -178,8 +178,9 @@ def test_every_bucket_and_table_property_is_applied_locally_or_known_to_be_skipp
             "PublicAccessBlockConfiguration",
             "BucketEncryption",
             "NotificationConfiguration",
+            # replaced by the local name, or irrelevant to moto; versioning is left off because
+            # moto announces no delete marker (local_stack/resources.py says why)
             "VersioningConfiguration",
-            # replaced by the local name, or irrelevant to moto
             "BucketName",
             "OwnershipControls",
             "LifecycleConfiguration",
