@@ -138,7 +138,7 @@ def make_photos(count: int, *, hostile_rate: float, seed: int) -> dict[str, byte
 
     Key names include spaces, ``+`` and non-ASCII characters, as sellers' file names do.
     """
-    from model_build.sample_data import LABELS
+    from sample_data.photos import LABELS
 
     rng = np.random.default_rng(seed)
     chooser = random.Random(seed)
@@ -154,7 +154,7 @@ def make_photos(count: int, *, hostile_rate: float, seed: int) -> dict[str, byte
 
 
 def _photo(label: str, index: int, rng: np.random.Generator, chooser: random.Random):
-    from model_build.sample_data import draw_sample_image
+    from sample_data.photos import draw_sample_image
 
     size = chooser.choice((96, 160, 256, 384, 640))
     image = draw_sample_image(label, rng, size)
@@ -434,7 +434,7 @@ def _upload_everything(s3, sqs, resources, photos, permanent, config, chooser) -
 
 def _another_photo(key: str, chooser: random.Random) -> bytes:
     """The seller's second upload under the same name: another JPEG photo of the same label."""
-    from model_build.sample_data import draw_sample_image
+    from sample_data.photos import draw_sample_image
 
     label = key.removeprefix(UPLOAD_PREFIX).split("/", 1)[0]
     image = draw_sample_image(label, np.random.default_rng(chooser.randrange(2**32)), 200)
@@ -471,7 +471,7 @@ def _s3_event(bucket: str, key: str, etag: str, event_time: str, size: int) -> d
 def _check_end_state(
     s3, sqs, dynamodb, resources, photos, permanent, uploads, reports, seconds
 ) -> LoadReport:
-    from handler.catalogue import scan_items
+    from contracts.catalogue_table import scan_items
 
     problems: list[str] = []
     surviving = {}

@@ -2,8 +2,10 @@
 
 ``python -m bench.model_runtimes [--images 60] [--trained RUN_OR_ARTIFACT_DIR]``
 
-1. The **reference architecture** (``model_build.model.build_model("mobilenet_v2")``: frozen
-   MobileNetV2 + the reference head, 14 labels), exported with ``model_build.export`` exactly as a
+1. The **reference architecture** (``model_build.training.model.build_model("mobilenet_v2")``:
+frozen
+   MobileNetV2 + the reference head, 14 labels), exported with ``model_build.release.export``
+   exactly as a
    training run is. Weights are ImageNet when Keras has them cached, otherwise random
    (``weights=None``): latency and size do not depend on the weights, but int8 *agreement* on a
    random model is not meaningful (its outputs are near-uniform, so tiny quantisation errors
@@ -45,7 +47,7 @@ LABEL_COUNT = 14
 def sample_images(count: int) -> tuple[np.ndarray, np.ndarray]:
     """``count`` generated val photos and the train photos, through the real image contract."""
     from contracts.image import image_to_tensor
-    from model_build.sample_data import generate_dataset
+    from sample_data.photos import generate_dataset
 
     per_label = max(2, -(-count // LABEL_COUNT))
     root = generate_dataset(BENCH_DATA, train_per_label=per_label, val_per_label=per_label)
@@ -114,7 +116,7 @@ def interleaved_latency(
 def measure(
     model: Any, images: np.ndarray, train_images: np.ndarray, repeats: int, name: str
 ) -> dict[str, Any]:
-    from model_build.export import (
+    from model_build.release.export import (
         convert_float32,
         convert_int8,
         keras_predict,
@@ -237,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
     import keras
     import tensorflow as tf
 
-    from model_build.model import build_model
+    from model_build.training.model import build_model
 
     images, train_images = sample_images(args.images)
     results: dict[str, Any] = {

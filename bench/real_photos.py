@@ -10,7 +10,7 @@ see that folder's README) — and prints one row per recipe:
     per phase
 
 and the unfamiliarity scores' AUROC / FPR at 95 % familiar recall (near: grocery labels held out
-of training; far: generated drawings of baby products from ``model_build.sample_data``).
+of training; far: generated drawings of baby products from ``sample_data.photos``).
 
 Protocol (what training does): val is split by content hash into *val* (checkpoint choice,
 temperature, threshold) and *held-out* (every reported number; never trained or fitted on).
@@ -79,7 +79,7 @@ def build_recipe_head(recipe: str, feature_shape: tuple[int, ...], classes: int)
     import keras
     from keras import layers
 
-    from model_build.model import build_head
+    from model_build.training.model import build_head
 
     if recipe in ("reference", "gap"):  # exactly what python -m model_build.train --head builds
         return build_head(feature_shape, classes, kind=recipe)
@@ -171,11 +171,11 @@ def logits_of(head, features: np.ndarray) -> np.ndarray | None:
 
 
 def load_data(data_dir: Path, label_limit: int | None, holdout_fraction: float = 0.5):
-    from model_build.dataset import discover
-    from model_build.holdout import HOLDOUT_SPLIT, with_holdout
-    from model_build.prepare import prepare_split
+    from model_build.data.dataset import discover
+    from model_build.data.prepare import prepare_split
+    from model_build.data.splits import assign_roles
 
-    dataset = with_holdout(discover(data_dir), holdout_fraction)
+    dataset = assign_roles(discover(data_dir), held_out_fraction=holdout_fraction)
     if label_limit:
         keep = set(dataset.labels[:label_limit])
         dataset = dataset.without(
@@ -183,23 +183,23 @@ def load_data(data_dir: Path, label_limit: int | None, holdout_fraction: float =
         )
     splits = {
         name: prepare_split(dataset, name, cache_dir=REPOSITORY_ROOT / ".cache" / "prepared")
-        for name in ("train", "val", HOLDOUT_SPLIT)
+        for name in ("train", "selection", "calibration", "held_out")
     }
     labels = list(dataset.labels[:label_limit] if label_limit else dataset.labels)
     return dataset, labels, splits
 
 
 def backbone_model(weights: Path, classes: int):
-    from model_build.model import build_model
+    from model_build.training.model import build_model
 
     return build_model("mobilenet_v2", num_classes=classes, weights=str(weights))
 
 
 def features_for(model, pixels: np.ndarray, path: Path, *, views: int) -> np.ndarray:
-    from model_build.feature_cache import compute_features
+    from model_build.training.feature_cache import compute_features
 
     if path.is_file():
-        from model_build.rowfile import RowFile
+        from model_build.data.rowfile import RowFile
 
         return RowFile(path)
     return compute_features(model, pixels, path, views=views, seed=0, batch_size=32)
@@ -210,7 +210,7 @@ def far_unfamiliar_pixels(count: int) -> np.ndarray:
     import io
 
     from contracts.image import image_to_tensor
-    from model_build.sample_data import LABELS, draw_sample_image
+    from sample_data.photos import LABELS, draw_sample_image
 
     rng = np.random.default_rng(123)
     images = []
@@ -234,8 +234,8 @@ def recipe_row(
     target_precision: float,
     confidence: float,
 ) -> dict[str, Any]:
-    from model_build.metrics import classification_report, top_k_accuracy
-    from model_build.thresholds import fit_and_measure
+    from model_build.evaluation.metrics import classification_report, top_k_accuracy
+    from model_build.evaluation.thresholds import fit_and_measure
 
     calibration = fit_and_measure(
         fit_probs,
@@ -271,8 +271,13 @@ def int8_row(
     """Full model (scaling + backbone + this head) → TFLite float32 and int8; held-out gate."""
     import keras
 
-    from model_build.export import convert_float32, convert_int8, keras_predict, tflite_predict
-    from model_build.int8_gate import gate_int8
+    from model_build.release.export import (
+        convert_float32,
+        convert_int8,
+        keras_predict,
+        tflite_predict,
+    )
+    from model_build.release.int8_gate import gate_int8
 
     inputs = model.inputs[0]
     x = model.get_layer("scale_to_minus1_1")(inputs)
@@ -329,7 +334,7 @@ def unfamiliarity_rows(
     epochs: int,
 ) -> dict[str, Any]:
     """Train the ``gap_ls`` head without ``held_labels``; score familiar vs near vs far photos."""
-    from model_build.unfamiliarity import (
+    from model_build.evaluation.unfamiliarity import (
         NearestNeighbours,
         energy_score,
         fit_mahalanobis,
@@ -385,7 +390,7 @@ def unfamiliarity_rows(
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    from model_build.holdout import HOLDOUT_SPLIT
+    from model_build.data.holdout import HOLDOUT_SPLIT
 
     timings: dict[str, float] = {}
     started = time.monotonic()

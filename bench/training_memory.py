@@ -19,8 +19,9 @@ by a first run, so every mode measures training, not JPEG decoding; feature cach
 runs in minutes on two cores): it writes the files training reads — the train and val pixel files
 (16,803 + 4,205 images, 3.2 GB) and five views of train features plus val's (float16
 7×7×1280, 11 GB) — and runs, each in its own process under ``/usr/bin/time -v``, one augmented
-training epoch and one val pass through :func:`model_build.pipeline.train_dataset` /
-``eval_dataset`` (``pixels``), and one epoch of :func:`model_build.feature_cache.head_train_dataset`
+training epoch and one val pass through :func:`model_build.data.pipeline.train_dataset` /
+``eval_dataset`` (``pixels``), and one epoch of
+:func:`model_build.training.feature_cache.head_train_dataset`
 over the five per-view files plus a val pass (``features``), consuming every batch.
 
 Printed per mode: the peak resident set size (``Maximum resident set size``: every page the
@@ -88,7 +89,7 @@ FULL_TRAIN, FULL_VAL, FEATURE_SHAPE = 16_803, 4_205, (7, 7, 1280)
 def _write_synthetic(work: Path, views: int) -> None:
     import numpy as np
 
-    from model_build.rowfile import RowWriter
+    from model_build.data.rowfile import RowWriter
 
     def fill(path: Path, shape: tuple[int, ...], dtype) -> None:
         if path.is_file():
@@ -117,13 +118,13 @@ def _data_path(phase: str, work: Path, views: int) -> None:
     tensorflow_quietly()
     import numpy as np
 
-    from model_build.rowfile import RowFile
+    from model_build.data.rowfile import RowFile
 
     labels = np.arange(FULL_TRAIN) % 14
     val_labels = np.arange(FULL_VAL) % 14
     seen = 0
     if phase == "pixels":
-        from model_build.pipeline import EpochRandomness, eval_dataset, train_dataset
+        from model_build.data.pipeline import EpochRandomness, eval_dataset, train_dataset
 
         randomness = EpochRandomness(0)
         train = train_dataset(
@@ -139,7 +140,7 @@ def _data_path(phase: str, work: Path, views: int) -> None:
         for images, _ in eval_dataset(RowFile(work / "val_pixels.npy"), val_labels, batch_size=32):
             seen += int(images.shape[0])
     else:
-        from model_build.feature_cache import head_eval_dataset, head_train_dataset
+        from model_build.training.feature_cache import head_eval_dataset, head_train_dataset
 
         parts = [RowFile(work / f"train_features_{view}.npy") for view in range(views)]
         train, steps = head_train_dataset(parts, labels, views=views, batch_size=32, seed=0)
@@ -191,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wrote {path}")
         return 0
 
-    from model_build.sample_data import generate_dataset
+    from sample_data.photos import generate_dataset
 
     train_per_label = max(2, round(REFERENCE_TRAIN_PER_LABEL * arguments.scale))
     val_per_label = max(2, round(REFERENCE_VAL_PER_LABEL * arguments.scale))

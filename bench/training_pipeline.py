@@ -7,8 +7,9 @@ Generates a dataset at the reference scale (14 × 1,200 train + 14 × 300 val JP
 
 1. **input pipeline images/s** for one epoch of augmented training batches:
    * *ours*: decode once into the prepare cache (timed separately, a one-time cost), then exactly
-     the pipeline training runs — :func:`model_build.pipeline.train_dataset` with an
-     :class:`~model_build.pipeline.EpochRandomness` (per-epoch stateless shuffle and batch seeds),
+     the pipeline training runs — :func:`model_build.data.pipeline.train_dataset` with an
+     :class:`~model_build.data.pipeline.EpochRandomness` (per-epoch stateless shuffle and batch
+     seeds),
      batches gathered from the memory-mapped uint8 split and augmented in the graph;
    * *reference-style*: Keras' legacy ``ImageDataGenerator.flow_from_directory`` (still shipped in
      Keras 3 as ``keras.src.legacy.preprocessing.image``) with the reference's settings — rescale
@@ -18,7 +19,8 @@ Generates a dataset at the reference scale (14 × 1,200 train + 14 × 300 val JP
    (ours compiled and fitted as training does: the same callback driving the randomness);
 3. **a reference-length schedule (37 epochs)**, projected: plain training (prepare + 37 epochs) vs
    the feature-cache mode (prepare + backbone features for K views + val once + 37 head epochs),
-   the features computed by :func:`model_build.feature_cache.cached_features` as training does.
+   the features computed by :func:`model_build.training.feature_cache.cached_features` as training
+   does.
 
 An earlier version timed a pipeline branch training never ran (no ``EpochRandomness``: tf.data's
 stateful shuffle and a random seed stream); its "646 images/s, 3.2×" was not training's number.
@@ -69,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     cache_dir = out / "prepare_cache"
     out.mkdir(parents=True, exist_ok=True)
 
-    from model_build.sample_data import generate_dataset
+    from sample_data.photos import generate_dataset
 
     print(f"dataset: 14 × {train_per_label} train + 14 × {val_per_label} val, "
           f"{arguments.image_size} px JPEGs in {data_dir}")  # fmt: skip
@@ -85,15 +87,15 @@ def main(argv: list[str] | None = None) -> int:
     import keras
     import tensorflow as tf
 
-    from model_build.dataset import discover
-    from model_build.feature_cache import (
+    from model_build.data.dataset import discover
+    from model_build.data.pipeline import EpochRandomness, compile_for, eval_dataset, train_dataset
+    from model_build.data.prepare import prepare_split
+    from model_build.training.feature_cache import (
         cached_features,
         head_eval_dataset,
         head_train_dataset,
     )
-    from model_build.model import HEAD_NAME, build_model
-    from model_build.pipeline import EpochRandomness, compile_for, eval_dataset, train_dataset
-    from model_build.prepare import prepare_split
+    from model_build.training.model import HEAD_NAME, build_model
 
     keras.utils.set_random_seed(0)
     batch = arguments.batch_size

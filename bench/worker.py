@@ -2,10 +2,11 @@
 
 ``python -m bench.worker [--uploads 1000] [--repeats 3] [--skip-stack]``
 
-The model is the **real architecture**: ``model_build.model.build_model("mobilenet_v2",
+The model is the **real architecture**: ``model_build.training.model.build_model("mobilenet_v2",
 weights=None)`` (MobileNetV2 + the reference head, 14 labels, random weights; latency, memory and
-size do not depend on the weight values), exported with ``model_build.export`` to TFLite float32
-and int8 and published with ``model_build.publish`` like a training run. Built once, in a
+size do not depend on the weight values), exported with ``model_build.release.export`` to TFLite
+float32
+and int8 and published with ``model_build.release.publish`` like a training run. Built once, in a
 subprocess, and cached under ``.cache/bench-worker/``.
 
 For each variant — ``litert-f32`` and ``litert-int8`` (this worker: ``handler.cold_start`` loads
@@ -71,7 +72,7 @@ def phone_jpeg(size: tuple[int, int], seed: int, label_index: int = 0) -> bytes:
     """A phone-like JPEG: a sample product photo upscaled to ``size`` with sensor noise."""
     from PIL import Image
 
-    from model_build.sample_data import LABELS, draw_sample_image
+    from sample_data.photos import LABELS, draw_sample_image
 
     rng = np.random.default_rng(seed)
     drawn = draw_sample_image(LABELS[label_index % len(LABELS)], rng, size=768)
@@ -87,10 +88,10 @@ def _build_model(out_dir: Path) -> None:
     import keras
 
     from contracts.image import image_to_tensor
-    from model_build.export import convert_float32, convert_int8
-    from model_build.model import build_model
-    from model_build.publish import publish_run
-    from model_build.sample_data import LABELS
+    from model_build.release.export import convert_float32, convert_int8
+    from model_build.release.publish import publish_run
+    from model_build.training.model import build_model
+    from sample_data.photos import LABELS
 
     keras.utils.set_random_seed(0)
     model = build_model("mobilenet_v2", num_classes=len(LABELS), weights=None)

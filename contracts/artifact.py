@@ -11,7 +11,8 @@ Layout (``<dest>`` is a folder or ``s3://bucket/prefix``)::
     <dest>/<version>/report/...          figures and tables of the evaluation
     <dest>/latest.json                   {"version": "<version>"}, written last
 
-``model_build.publish`` writes it; :func:`load_artifact` reads it (``latest.json`` or a pinned
+``model_build.release.publish`` writes it; :func:`load_artifact` reads it (``latest.json`` or a
+pinned
 version), downloads an S3 version into a local cache, checks every file's sha256 against the
 manifest and returns paths plus the parsed manifest. Any problem is an :class:`ArtifactError`
 with a message that says what is wrong and where.

@@ -1,7 +1,7 @@
 """Running a TFLite file under LiteRT: resize the batch dimension, allocate, invoke (contract 4).
 
 The exported models have a dynamic batch dimension (``[-1, 224, 224, 3]`` uint8). The one loop
-both halves use — export's checks (:mod:`model_build.export`) and the worker
+both halves use — export's checks (:mod:`model_build.release.export`) and the worker
 (:mod:`handler.classifier`) — resizes the input to the batch at hand, reallocates only when that
 size changes, invokes once per batch and dequantises an integer output. A model exported with
 pooled backbone features (the unfamiliarity score) has two outputs, told apart by their last

@@ -1,7 +1,8 @@
 """Scores from the model's output: temperature calibration and the top-k labels (contract 4).
 
-Defined once, imported by both halves: training (:mod:`model_build.calibration` fits the
-temperature with this formula; :mod:`model_build.metrics` scores top-k with :func:`top_k`) and the
+Defined once, imported by both halves: training (:mod:`model_build.evaluation.calibration` fits the
+temperature with this formula; :mod:`model_build.evaluation.metrics` scores top-k with
+:func:`top_k`) and the
 worker (:mod:`handler.classifier`). ``tests/unit/test_scoring_parity.py`` checks both sides give
 the same numbers. numpy only.
 """

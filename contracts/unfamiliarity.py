@@ -1,6 +1,6 @@
 """The unfamiliarity score the worker computes: "is this photo like anything we trained on?"
 
-Fitted at training time (:mod:`model_build.unfamiliarity`), shipped in the artifact as
+Fitted at training time (:mod:`model_build.evaluation.unfamiliarity`), shipped in the artifact as
 ``unfamiliarity.npz`` and described in the manifest's ``unfamiliarity`` block; the worker scores
 every photo with the same function and marks it ``NEEDS_REVIEW`` with reason ``unfamiliar`` when
 the score is above the shipped threshold, however confident the classifier is.

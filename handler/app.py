@@ -6,7 +6,8 @@ direct S3 event. Thin on purpose; the work is in :mod:`handler.worker`.
   S3 records failed transiently; Powertools' ``BatchProcessor`` reports exactly those messages in
   ``batchItemFailures`` and SQS redelivers only them (to the DLQ after the queue's limit).
   Retrying a whole multi-record message is safe: its records that did succeed are written again
-  as no-ops, because catalogue writes are conditional on event order (:mod:`handler.catalogue`).
+  as no-ops, because catalogue writes are conditional on event order
+  (:mod:`contracts.catalogue_table`).
   A message that is not an S3 notification (whatever is wrong inside it) fails the same way, alone,
   and ends in the DLQ, not dropped. When every message of the batch failed, the invocation raises
   (Powertools' default), so Lambda's ``Errors`` metric and its alarm see the outage.

@@ -12,11 +12,13 @@ For one invocation's records:
    Pixels come from :func:`contracts.image.decode_image`, the function training uses, so
    decompression bombs are refused by declared pixel count before any pixel is decoded.
 2. **One batched inference** for every decoded image of the invocation.
-3. **Conditional writes** (see :mod:`handler.catalogue`), keys in parallel, each key's records
+3. **Conditional writes** (see :mod:`contracts.catalogue_table`), keys in parallel, each key's
+records
    in order. A bad photo becomes a REJECTED item with its reason. A delete event first checks
    that the key is really gone (``HeadObject``); if it was uploaded again since, the newer
    upload's event governs the item; otherwise the item becomes a tombstone (``DELETED``, kept
-   for :data:`handler.catalogue.TOMBSTONE_TTL_SECONDS`), so that a create read before the delete
+   for :data:`contracts.catalogue_table.TOMBSTONE_TTL_SECONDS`), so that a create read before the
+   delete
    but written after it is stale instead of bringing the photo back.
 
 A failure on one record (throttling, a 5xx, a timeout, anything unexpected) is kept as that
@@ -41,10 +43,10 @@ from typing import Any, Final, Literal
 import numpy as np
 from botocore.exceptions import ClientError
 
+from contracts import catalogue_table
 from contracts.catalogue import CatalogueItem, Status, normalise_time, utc_now
 from contracts.image import DecodedImage, ImageRejected, decode_image, estimate_decode_memory
 from contracts.unfamiliarity import REASON_UNFAMILIAR
-from handler import catalogue
 from handler.classifier import Classifier, Prediction
 from handler.decode_budget import DecodeBudget
 from handler.events import S3Record
@@ -84,7 +86,8 @@ Action = Literal[
     "catalogued",  # written, CATALOGUED
     "needs_review",  # written, NEEDS_REVIEW
     "rejected",  # written, REJECTED with a reason
-    "tombstoned",  # the object is gone: its item is now a DELETED tombstone (see handler.catalogue)
+    # The object is gone: its item is now a DELETED tombstone (see contracts.catalogue_table).
+    "tombstoned",
     "stale",  # a newer event already wrote this key, or this exact result is already there
     "object_missing",  # the object is gone; its delete event tombstones (or did) the item
     "object_recreated",  # a delete event, but the key was uploaded again since
@@ -360,7 +363,9 @@ class Worker:
                 **common,
             )
             action = "needs_review" if needs_review else "catalogued"
-        written = catalogue.write_item(self.dynamodb, self.table, item, backfill=record.is_backfill)
+        written = catalogue_table.write_item(
+            self.dynamodb, self.table, item, backfill=record.is_backfill
+        )
         return Outcome(action if written else "stale", item, replaced=fetched.replaced)
 
     def _remove(self, record: S3Record) -> Outcome:
@@ -368,14 +373,14 @@ class Worker:
             # Uploaded again since this delete: the newer upload's event governs the item. This
             # also settles a tie of event times (moto, which sends no sequencer) correctly.
             return Outcome("object_recreated")
-        item = catalogue.tombstone(
+        item = catalogue_table.tombstone(
             record.bucket,
             record.key,
             order=record.order,
             sequencer=record.sequencer,
             model_version=self.model_version,
         )
-        written = catalogue.write_tombstone(self.dynamodb, self.table, item)
+        written = catalogue_table.write_tombstone(self.dynamodb, self.table, item)
         # A delete older than the stored item changes nothing: a newer upload is catalogued.
         return Outcome("tombstoned", item) if written else Outcome("stale", item)
 

@@ -46,7 +46,7 @@ import boto3
 import numpy as np
 
 from contracts.catalogue import CatalogueItem
-from handler.catalogue import scan_items
+from contracts.catalogue_table import scan_items
 
 DEFAULT_ARTIFACTS: Final[Path] = Path("artifacts")
 UPLOAD_PREFIX: Final[str] = "uploads/"
@@ -289,7 +289,7 @@ def upload_folder(s3_client: Any, bucket: str, folder: Path, prefix: str = UPLOA
 
 def write_sample_images(folder: Path, *, per_label: int = 2, seed: int = 7) -> Path:
     """Sample product photos (``<label>/...jpg``) plus the hostile files sellers do upload."""
-    from model_build.sample_data import LABELS, draw_sample_image
+    from sample_data.photos import LABELS, draw_sample_image
 
     rng = np.random.default_rng(seed)
     last = folder
@@ -314,7 +314,7 @@ def write_unsure_images(folder: Path, *, count: int = 16, seed: int = 11) -> Pat
     two products, and photos of no product at all (noise, a plain wall)."""
     from PIL import Image
 
-    from model_build.sample_data import LABELS, draw_sample_image
+    from sample_data.photos import LABELS, draw_sample_image
 
     rng = np.random.default_rng(seed)
     target = folder / "unsure"

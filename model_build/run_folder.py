@@ -42,6 +42,7 @@ from contracts.artifact import (
     UNFAMILIARITY_FILE,
 )
 from model_build.config import TrainConfig, UserError
+from model_build.data.splits import ROLES
 
 DEFAULT_RUNS_DIR: Final[Path] = Path("runs")
 CONFIG_FILE: Final[str] = "config.json"
@@ -177,7 +178,8 @@ class RunFolder:
     def write_data(self, dataset, splits: dict[str, Any] | None = None) -> DataRecord:
         """Record the dataset used and, per split, each file's content hash and label.
 
-        ``dataset`` is a :class:`model_build.dataset.Dataset`; ``splits`` optionally maps a split
+        ``dataset`` is a :class:`model_build.data.dataset.Dataset`; ``splits`` optionally maps a
+        split
         name to what was actually kept of it (a sequence of samples); default: all its samples.
         """
         recorded = {}
@@ -202,6 +204,8 @@ class RunFolder:
                 "labels": list(record.labels),
                 "summary": record.summary,
                 "images": {name: len(split) for name, split in recorded.items()},
+                # What each split was used for (model_build.data.splits): one role per split.
+                "roles": {name: ROLES[name] for name in recorded if name in ROLES},
                 "splits": {
                     name: {
                         "content_hash": split.content_hash,

@@ -4,17 +4,21 @@
 
 1. settings checked (:mod:`model_build.config`), run folder chosen and proven writable
    (:mod:`model_build.run_folder`);
-2. data discovered — every file hashed once (:mod:`model_build.dataset`,
-   :mod:`model_build.holdout`);
+2. data discovered — every file hashed once (:mod:`model_build.data.dataset`,
+   :mod:`model_build.data.splits`: one role per split — train, selection, calibration, held_out);
 3. **the plan printed**, then the weights checked (downloaded if need be) — all before the slow
    part;
-4. audit, which is the decode-once step (:mod:`model_build.audit`, :mod:`model_build.prepare`),
+4. audit, which is the decode-once step (:mod:`model_build.data.audit`,
+:mod:`model_build.data.prepare`),
    and the splits prepared as row files read on demand; the splits' content hashes recorded
    (``data.json``);
-5. model (:mod:`model_build.model`) and training (:mod:`model_build.training`), which hands back the
+5. model (:mod:`model_build.training.model`) and training (:mod:`model_build.training.fit`), which
+hands back the
    model holding its best weights;
-6. evaluate (:mod:`model_build.evaluate`) → export (:mod:`model_build.export`) → publish
-   (:mod:`model_build.publish`, only with ``--publish``), each given what the step before holds
+6. evaluate (:mod:`model_build.evaluation.evaluate`) → export (:mod:`model_build.release.export`) →
+publish
+   (:mod:`model_build.release.publish`, only with ``--publish``), each given what the step before
+   holds
    in memory.
 
 Without ``--data`` it runs the **embedded default**: a generated sample dataset (14 labels of
@@ -38,14 +42,24 @@ import time
 from pathlib import Path
 from typing import Final
 
-from model_build.backbones import BACKBONES
 from model_build.config import Plan, TrainConfig, UserError
+from model_build.data.splits import (
+    CALIBRATION,
+    HELD_OUT,
+    SELECTION,
+    TRAIN,
+    assign_roles,
+    check_roles,
+    dataset_contents,
+    reported_split,
+)
 from model_build.run_folder import RunFolder, resolve_run_dir
+from model_build.training.backbones import BACKBONES
 
 DEFAULT_SAMPLE_DIR: Final[Path] = Path("data/sample")
 SAMPLE_TRAIN_PER_LABEL: Final[int] = 60
 # 30, not 15: half of val is held out, and the bounded review threshold needs about 150
-# fitting images to reach 0.98 precision at 95 % confidence (model_build/thresholds.py).
+# fitting images to reach 0.98 precision at 95 % confidence (model_build/evaluation/thresholds.py).
 SAMPLE_VAL_PER_LABEL: Final[int] = 30
 EXIT_WEIGHTS_UNAVAILABLE: Final[int] = 2
 EXIT_BAD_DATA: Final[int] = 2
@@ -68,6 +82,13 @@ def parse_arguments(argv: list[str] | None = None) -> TrainConfig:
         "(e.g. a reviewed-photos export), each further folder is added to train only",
     )
     add("--val-fraction", type=float, default=defaults.val_fraction)
+    add(
+        "--selection-fraction",
+        type=float,
+        default=defaults.selection_fraction,
+        help="share of each label's train/ photos that chooses the checkpoint, learning-rate "
+        "drops and stopping (never the calibration or held-out photos)",
+    )
     add(
         "--holdout-fraction",
         type=float,
@@ -139,8 +160,8 @@ def run(config: TrainConfig) -> int:
     check_weights(config)
 
     # 4. Audit = decode once (into the prepare cache), then the splits as row files.
-    from model_build.audit import audit_dataset, print_report
-    from model_build.prepare import prepare_split
+    from model_build.data.audit import audit_dataset, print_report
+    from model_build.data.prepare import prepare_split
 
     audit = audit_dataset(
         dataset, run_folder.path, cache_dir=plan.cache_dir, workers=config.workers
@@ -151,10 +172,12 @@ def run(config: TrainConfig) -> int:
         name: prepare_split(dataset, name, cache_dir=plan.cache_dir, results=audit.results)
         for name in dataset.splits
     }
-    train, val = splits["train"], splits["val"]
-    if len(train) == 0 or len(val) == 0:
+    train, selection = splits[TRAIN], splits[SELECTION]
+    calibration_split = splits[CALIBRATION]
+    if not (len(train) and len(selection) and len(calibration_split)):
         raise UserError(
-            f"need usable images in train and val (have {len(train)} and {len(val)})",
+            f"need usable images in train, selection and calibration (have {len(train)}, "
+            f"{len(selection)} and {len(calibration_split)}): add photos to train/ and val/",
             EXIT_BAD_DATA,
         )
     run_folder.write_config(config)
@@ -163,24 +186,26 @@ def run(config: TrainConfig) -> int:
     run_folder.write_state(config, "running")
 
     # 5. Model and training (optionally fine-tuning); the model comes back with its best weights.
-    from model_build.augment import save_preview
-    from model_build.model import build_model
-    from model_build.training import train as train_model
+    from model_build.data.augment import save_preview
+    from model_build.training.fit import train as train_model
+    from model_build.training.model import build_model
 
     save_preview(_first_of_each_label(train), run_folder.preview_figure, seed=config.seed)
     with strategy.scope():
         model = build_model(
             config.model, num_classes=len(dataset.labels), weights=config.weights, head=config.head
         )
-    trained = train_model(plan, run_folder, model, train, val, strategy)
+    # The checkpoint, learning-rate drops and stopping see the selection split only.
+    trained = train_model(plan, run_folder, model, train, selection, strategy)
     run_folder.write_state(config, "trained")
     run_folder.remove_backups()
 
     # 6. Evaluate → export → publish, each with what the step before holds in memory.
-    from model_build.evaluate import evaluate
-    from model_build.export import export_model
+    from model_build.evaluation.evaluate import evaluate
+    from model_build.release.export import export_model
 
-    held_out = splits[plan.evaluation_split] if plan.evaluation_split != "val" else None
+    held_out = splits[HELD_OUT] if plan.evaluation_split == HELD_OUT else None
+    val = calibration_split
     evaluation = evaluate(
         trained.model,
         run_folder,
@@ -216,7 +241,7 @@ def run(config: TrainConfig) -> int:
     )
     version = None
     if config.publishes:
-        from model_build.publish import PublishError, publish_run
+        from model_build.release.publish import PublishError, publish_run
 
         try:
             version = publish_run(run_folder.path, config.publish)
@@ -231,7 +256,7 @@ def run(config: TrainConfig) -> int:
     published = f", published {version} to {config.publish}" if version else ""
     best = trained.best_val_accuracy
     print(
-        f"done: best val accuracy {best if best is not None else float('nan'):.4f} after "
+        f"done: best selection accuracy {best if best is not None else float('nan'):.4f} after "
         f"{trained.epochs} epochs in {wall:.0f} s — {run_folder.path}{published}"
     )
     return 0
@@ -250,6 +275,10 @@ def check_choices(config: TrainConfig) -> None:
             "imagenet or PATH, or train the backbone too with --fine-tune-layers N"
         )
     problems = []
+    if not 0.0 < config.selection_fraction < 1.0:
+        problems.append(
+            f"--selection-fraction must be between 0 and 1, got {config.selection_fraction}"
+        )
     if not 0.0 < config.val_fraction < 1.0:
         problems.append(f"--val-fraction must be between 0 and 1, got {config.val_fraction}")
     if not 0.0 <= config.holdout_fraction < 1.0:
@@ -273,13 +302,12 @@ def _check_publish_destination(config: TrainConfig) -> None:
 
 
 def discover_data(config: TrainConfig):
-    from model_build.dataset import DatasetError, add_training_data, discover
-    from model_build.holdout import with_holdout
+    from model_build.data.dataset import DatasetError, add_training_data, discover
 
     if config.data is None and config.extra_data:
         raise UserError("more --data folders need a first one (the dataset to evaluate on)")
     if config.data is None:
-        from model_build.sample_data import generate_dataset
+        from sample_data.photos import generate_dataset
 
         print(f"no --data: generating the sample dataset in {DEFAULT_SAMPLE_DIR} (cached)")
         data_dir = generate_dataset(
@@ -291,9 +319,15 @@ def discover_data(config: TrainConfig):
         data_dir = Path(config.data)
     try:
         dataset = discover(data_dir, val_fraction=config.val_fraction, seed=config.seed)
-        dataset = with_holdout(dataset, config.holdout_fraction, config.seed)
-        # After the split: more folders only ever add to train (never to val or held-out).
-        return add_training_data(dataset, [Path(folder) for folder in config.extra_data])
+        dataset = assign_roles(
+            dataset,
+            selection_fraction=config.selection_fraction,
+            held_out_fraction=config.holdout_fraction,
+        )
+        # After the roles: more folders only ever add to train (never to another role).
+        dataset = add_training_data(dataset, [Path(folder) for folder in config.extra_data])
+        check_roles(dataset_contents(dataset))
+        return dataset
     except (DatasetError, ValueError) as error:
         raise UserError(str(error), EXIT_BAD_DATA) from error
 
@@ -301,7 +335,7 @@ def discover_data(config: TrainConfig):
 def _review_agreement(dataset) -> dict:
     """Model vs reviewer per category, from the manifests of the reviewed exports trained on
     (the production model's first choices against people's decisions; a report section)."""
-    from model_build.review_agreement import agreement, entries_from_manifests
+    from model_build.evaluation.review_agreement import agreement, entries_from_manifests
 
     reviewed = [extra.root for extra in dataset.extra if extra.reviewed]
     entries = entries_from_manifests(reviewed)
@@ -337,8 +371,7 @@ def make_plan(config: TrainConfig, run: RunFolder, resuming: bool, dataset, repl
     With ``replicas`` devices the global batch is ``batch_size × replicas`` (each replica gets
     ``batch_size``) and the learning rates are scaled by ``replicas`` (the linear scaling rule).
     """
-    from model_build.holdout import evaluation_split_of
-    from model_build.prepare import DEFAULT_CACHE_DIR
+    from model_build.data.prepare import DEFAULT_CACHE_DIR
     from model_build.progress import interactive
 
     return Plan(
@@ -356,13 +389,13 @@ def make_plan(config: TrainConfig, run: RunFolder, resuming: bool, dataset, repl
         global_batch_size=config.batch_size * replicas,
         learning_rate=config.learning_rate * replicas,
         fine_tune_learning_rate=config.fine_tune_learning_rate * replicas,
-        evaluation_split=evaluation_split_of(dataset.splits),
+        evaluation_split=reported_split(dataset.splits),
         verbose=1 if interactive() and sys.stdout.isatty() else 2,
     )
 
 
 def check_weights(config: TrainConfig) -> None:
-    from model_build.model import WeightsUnavailable, ensure_weights
+    from model_build.training.model import WeightsUnavailable, ensure_weights
 
     try:
         ensure_weights(config.model, config.weights)

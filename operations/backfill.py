@@ -15,7 +15,7 @@ Each object becomes one SQS message shaped like an S3 notification with one reco
 ``ObjectCreated:Backfill``, the object's ETag and size, and its LastModified time. The worker
 treats it as "re-catalogue these bytes": it writes when the object has no item yet, or when the
 stored item describes the same ETag from another model version, and it keeps the stored S3
-sequencer so later real events still order correctly (see :mod:`handler.catalogue`). Objects
+sequencer so later real events still order correctly (see :mod:`contracts.catalogue_table`). Objects
 replaced since the listing are skipped by the worker's ``IfMatch`` on the ETag.
 
 ``--stale-only`` enqueues only objects with no catalogue item or an item made by a model version

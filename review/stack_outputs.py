@@ -1,6 +1,6 @@
 """The deployed stack's table and bucket names, from its CloudFormation outputs.
 
-``python -m review --stack momee-cataloguer`` (and ``model_build.reviewed_dataset --stack``) read
+``python -m review --stack momee-cataloguer`` (and ``review.reviewed_dataset --stack``) read
 ``CatalogueTableName`` and ``UploadsBucketName`` instead of asking for ``--table``/``--bucket``.
 """
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from local_stack.stack import write_sample_images
-from model_build.sample_data import LABELS
+from sample_data.photos import LABELS
 from tests.conftest import REPOSITORY_ROOT
 from tests.support.tiny_artifact import publish_tiny_artifact
 

@@ -29,14 +29,14 @@ import pytest
 from botocore.config import Config
 
 from contracts.catalogue import CategorySource, ReviewOutcome, Status
+from contracts.catalogue_table import read_item
 from handler import app
-from handler.catalogue import read_item
 from local_stack.resources import LocalResources, create_local_resources
 from local_stack.stack import REGION, LocalContext, drain_queue, moto_server
-from model_build.sample_data import LABELS, draw_sample_image
 from review.console import Console, image_origin
 from review.decisions import queue_length
 from review.server import ReviewServer
+from sample_data.photos import LABELS, draw_sample_image
 from tests.support.tiny_artifact import publish_tiny_artifact
 
 pytestmark = pytest.mark.e2e

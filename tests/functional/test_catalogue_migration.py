@@ -26,8 +26,8 @@ from moto import mock_aws
 from PIL import Image
 
 from contracts.catalogue import SCHEMA_VERSION, CatalogueItem, Status
+from contracts.catalogue_table import scan_items
 from handler import app
-from handler.catalogue import scan_items
 from local_stack.resources import (
     TABLE_ID,
     LocalNames,

@@ -48,7 +48,7 @@ def trained_model() -> tuple[object, np.ndarray, np.ndarray]:
 
 
 def test_float32_agrees_and_int8_is_gated(trained_model, tmp_path: Path) -> None:
-    from model_build.export import export_model
+    from model_build.release.export import export_model
     from model_build.run_folder import MODEL_INT8_REJECTED_FILE
 
     model, train_images, val_images = trained_model

@@ -11,7 +11,7 @@ import pytest
 from moto import mock_aws
 
 from contracts.catalogue import CatalogueItem, LabelScore, Status, event_order, utc_now
-from handler.catalogue import (
+from contracts.catalogue_table import (
     TOMBSTONE_TTL_SECONDS,
     read_item,
     scan_items,

@@ -19,13 +19,13 @@ from moto import mock_aws
 from PIL import Image
 
 from contracts.catalogue import CatalogueItem, Status, event_order
+from contracts.catalogue_table import read_item, scan_items
 from handler import app
-from handler.catalogue import read_item, scan_items
 from handler.settings import ConfigurationError
 from local_stack.resources import LocalResources, create_local_resources
 from local_stack.stack import LocalContext, drain_queue, queue_depth
-from model_build.sample_data import LABELS, draw_sample_image
 from operations.backfill import backfill
+from sample_data.photos import LABELS, draw_sample_image
 from tests.conftest import load_event
 from tests.support.tiny_artifact import publish_tiny_artifact
 
@@ -617,7 +617,7 @@ def test_corrupted_model_file_fails_cold_start_clearly(
 def test_unreadable_model_that_matches_its_manifest_fails_cold_start_clearly(
     stack: Stack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from model_build.publish import publish_run  # noqa: F401 - the publisher hashes what it gets
+    from model_build.release.publish import publish_run  # noqa: F401 - the publisher hashes what it gets
 
     version = publish_tiny_artifact(tmp_path)
     directory = tmp_path / version

@@ -14,8 +14,8 @@ import pytest
 from moto import mock_aws
 
 from contracts.artifact import LATEST_FILE, ArtifactError, load_artifact
-from model_build import publish
-from model_build.publish import PublishError, publish_run
+from model_build.release import publish
+from model_build.release.publish import PublishError, publish_run
 from tests.support.tiny_artifact import REPOSITORY_ROOT, write_tiny_run
 
 pytestmark = pytest.mark.functional

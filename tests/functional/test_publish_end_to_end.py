@@ -10,9 +10,9 @@ import pytest
 from sklearn import metrics as skm
 
 from contracts.artifact import load_artifact
-from model_build.dataset import discover
+from model_build.data.dataset import discover
 from model_build.run_folder import RunFolder
-from model_build.sample_data import generate_dataset
+from sample_data.photos import generate_dataset
 
 pytestmark = pytest.mark.functional
 LABELS = ("bathtub", "carrier", "stroller")
@@ -56,10 +56,10 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_evaluate_export_publish_load(tiny_run: Path, tmp_path: Path) -> None:
     import keras
 
-    from model_build.evaluate import evaluate_run
-    from model_build.export import keras_predict
-    from model_build.prepare import run_split
-    from model_build.publish import publish_run
+    from model_build.data.prepare import run_split
+    from model_build.evaluation.evaluate import evaluate_run
+    from model_build.release.export import keras_predict
+    from model_build.release.publish import publish_run
 
     metrics = evaluate_run(tiny_run, target_precision=0.9)
 

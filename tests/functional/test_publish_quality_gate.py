@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from contracts.artifact import load_artifact
-from model_build import publish
+from model_build import publish as publish_command
+from model_build.release import publish
 from tests.support.tiny_artifact import LABELS, write_tiny_run
 
 pytestmark = pytest.mark.functional
@@ -34,7 +35,7 @@ def _publish(run_dir: Path, dest: Path, *extra: str) -> int:
     # The tiny runs share their files (same content hash): give each publish its own version.
     published = len(list(dest.glob("2026*"))) if dest.is_dir() else 0
     version = f"20260101T00000{published}Z-{run_dir.name.encode().hex()[:8]:0<8}"
-    return publish.main([str(run_dir), "--to", str(dest), "--version", version, *extra])
+    return publish_command.main([str(run_dir), "--to", str(dest), "--version", version, *extra])
 
 
 def test_a_model_near_chance_is_refused_in_one_line_unless_forced(

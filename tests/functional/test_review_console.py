@@ -18,7 +18,7 @@ from botocore.config import Config
 from moto import mock_aws
 
 from contracts.catalogue import CatalogueItem, LabelScore, Status, event_order, utc_now
-from handler.catalogue import read_item, write_item
+from contracts.catalogue_table import read_item, write_item
 from local_stack.resources import create_local_resources
 from review.console import Console, image_origin, photo_url, shortcuts
 from review.server import ReviewServer

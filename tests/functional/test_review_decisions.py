@@ -18,7 +18,7 @@ from contracts.catalogue import (
     event_order,
     utc_now,
 )
-from handler.catalogue import read_item, write_item
+from contracts.catalogue_table import read_item, write_item
 from local_stack.resources import create_local_resources
 from review.decisions import (
     NOT_A_PRODUCT,

@@ -18,13 +18,13 @@ import pytest
 from moto import mock_aws
 
 from contracts.catalogue import CatalogueItem, CategorySource, ReviewOutcome, Status
+from contracts.catalogue_table import read_item
 from handler import app
-from handler.catalogue import read_item
 from local_stack.resources import LocalResources, create_local_resources
 from local_stack.stack import LocalContext, drain_queue, sqs_event
-from model_build.sample_data import LABELS, draw_sample_image
 from operations.backfill import backfill
 from review.decisions import Shown, decide
+from sample_data.photos import LABELS, draw_sample_image
 from tests.support.tiny_artifact import publish_tiny_artifact
 
 pytestmark = pytest.mark.functional

@@ -13,12 +13,13 @@ import pytest
 from moto import mock_aws
 
 from contracts.catalogue import CatalogueItem, LabelScore, Status, event_order, utc_now
-from handler.catalogue import write_item
+from contracts.catalogue_table import write_item
 from local_stack.resources import create_local_resources
-from model_build.dataset import discover
-from model_build.review_agreement import agreement, entries_from_catalogue
-from model_build.reviewed_dataset import export_reviewed, main
+from model_build.data.dataset import discover
+from model_build.evaluation.review_agreement import agreement
+from review.agreement import entries_from_catalogue
 from review.decisions import NOT_A_PRODUCT, UNUSABLE, Shown, decide
+from review.reviewed_dataset import export_reviewed, main
 
 pytestmark = pytest.mark.functional
 LABELS = {"bathtub", "stroller", "walkers"}

@@ -28,7 +28,7 @@ import h5py
 import numpy as np
 import pytest
 
-from model_build.sample_data import generate_dataset
+from sample_data.photos import generate_dataset
 
 REPOSITORY_ROOT = Path(__file__).resolve().parents[2]
 LABELS = ("bathtub", "stroller", "walkers")
@@ -198,7 +198,7 @@ def test_a_run_killed_mid_epoch_resumes_and_matches_an_uninterrupted_one(
 
 def test_each_epoch_order_and_views_depend_on_seed_and_epoch_only() -> None:
     """The pipeline alone: epoch 2 is the same whether epochs 0 and 1 ran in this process."""
-    from model_build.pipeline import EpochRandomness, train_dataset
+    from model_build.data.pipeline import EpochRandomness, train_dataset
 
     rng = np.random.default_rng(0)
     pixels = rng.integers(0, 256, size=(20, 16, 16, 3), dtype=np.uint8)
@@ -224,7 +224,7 @@ def test_each_epoch_order_and_views_depend_on_seed_and_epoch_only() -> None:
 
 def test_cached_feature_batches_of_an_epoch_do_not_depend_on_the_start_epoch() -> None:
     """--feature-cache-views: one iterator spans all epochs; a resume starts it at its epoch."""
-    from model_build.feature_cache import head_train_dataset
+    from model_build.training.feature_cache import head_train_dataset
 
     views, count, batch_size = 3, 10, 4
     features = np.arange(views * count * 2, dtype=np.float16).reshape(views * count, 1, 1, 2)

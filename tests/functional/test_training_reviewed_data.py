@@ -10,13 +10,13 @@ from pathlib import Path
 import numpy as np
 
 from model_build import train
-from model_build.sample_data import draw_sample_image, generate_dataset
+from sample_data.photos import draw_sample_image, generate_dataset
 
 LABELS = ("bathtub", "stroller", "walkers")
 
 
 def reviewed_export(root: Path, val_file: Path) -> Path:
-    """What ``model_build.reviewed_dataset`` writes: labelled/<label>/ and a manifest."""
+    """What ``review.reviewed_dataset`` writes: labelled/<label>/ and a manifest."""
     items = []
     for index, label in enumerate(("stroller", "stroller", "walkers", "bathtub")):
         buffer = io.BytesIO()

@@ -13,7 +13,12 @@ from sklearn.metrics import roc_auc_score
 from contracts.catalogue import Status
 from contracts.image import DecodedImage
 from contracts.unfamiliarity import REASON_UNFAMILIAR, UnfamiliarityScorer
-from model_build.unfamiliarity import auroc, fit_mahalanobis, fit_scorer, fpr_at_familiar_recall
+from model_build.evaluation.unfamiliarity import (
+    auroc,
+    fit_mahalanobis,
+    fit_scorer,
+    fpr_at_familiar_recall,
+)
 
 pytestmark = pytest.mark.functional
 LABELS = ("red", "green", "blue")
@@ -65,8 +70,8 @@ def exported(tmp_path_factory: pytest.TempPathFactory):
     keras = pytest.importorskip("keras")
     from keras import layers
 
-    from model_build.export import convert_float32, keras_predict, tflite_predict
-    from model_build.unfamiliarity import pooled_feature_model, pooled_features
+    from model_build.evaluation.unfamiliarity import pooled_feature_model, pooled_features
+    from model_build.release.export import convert_float32, keras_predict, tflite_predict
 
     keras.utils.set_random_seed(0)
     backbone_in = keras.Input((224, 224, 3))
@@ -108,7 +113,7 @@ def exported(tmp_path_factory: pytest.TempPathFactory):
 
 
 def test_worker_sends_unfamiliar_photos_to_review_with_the_reason(exported, monkeypatch) -> None:
-    from handler import catalogue
+    from contracts import catalogue_table
     from handler.classifier import Classifier
     from handler.events import S3Record
     from handler.worker import Worker, _Fetched
@@ -125,7 +130,7 @@ def test_worker_sends_unfamiliar_photos_to_review_with_the_reason(exported, monk
 
     written = []
     monkeypatch.setattr(
-        catalogue, "write_item", lambda *args, **kwargs: written.append(args[2]) or True
+        catalogue_table, "write_item", lambda *args, **kwargs: written.append(args[2]) or True
     )
     worker = Worker(
         classifier=classifier,

@@ -63,22 +63,23 @@ def _train(base: Path) -> tuple[Path, Path, Path]:
 def _real_weights_learn_far_above_the_random_backbone_control(real_run) -> None:
     import keras
 
-    from model_build.feature_cache import compute_features
-    from model_build.model import build_head, build_model
+    from model_build.training.feature_cache import compute_features
+    from model_build.training.model import build_head, build_model
 
     _, run_dir, _ = real_run
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    assert metrics["evaluation"]["split"] == "holdout"  # numbers on photos nothing was fitted on
+    assert metrics["evaluation"]["split"] == "held_out"  # numbers on photos nothing was fitted on
     assert metrics["evaluation"]["images"] >= 20
 
     # The control: the same head on a frozen MobileNetV2 with random weights (what --weights none
     # without fine-tuning trained; now refused by the command itself).
     keras.utils.set_random_seed(0)
     control = build_model("mobilenet_v2", num_classes=len(LABELS), weights=None)
-    from model_build.prepare import run_split
+    from model_build.data.prepare import run_split
     from model_build.run_folder import RunFolder
 
-    train_split, held_split = (run_split(RunFolder(run_dir), name) for name in ("train", "holdout"))
+    run = RunFolder(run_dir)
+    train_split, held_split = (run_split(run, name) for name in ("train", "held_out"))
     train_images, train_labels = train_split.pixels, train_split.label_indices
     held_images, held_labels = held_split.pixels, held_split.label_indices
     features = compute_features(
@@ -115,7 +116,7 @@ def _the_published_model_catalogues_real_photos_on_the_local_stack(
 ) -> None:
     from contracts.catalogue import Status
     from local_stack.stack import run_local_stack
-    from model_build.sample_data import draw_sample_image
+    from sample_data.photos import draw_sample_image
 
     data, _, artifacts = real_run
     uploads = tmp_path / "uploads"

@@ -17,12 +17,12 @@ import numpy as np
 import pytest
 from moto import mock_aws
 
+from contracts.catalogue_table import scan_items
 from handler import app
-from handler.catalogue import scan_items
 from handler.settings import ConfigurationError
 from local_stack.resources import create_local_resources
 from local_stack.stack import LocalContext, drain_queue, queue_depth
-from model_build.sample_data import draw_sample_image
+from sample_data.photos import draw_sample_image
 from tests.support.tiny_artifact import publish_tiny_artifact
 
 pytestmark = pytest.mark.functional

@@ -26,10 +26,10 @@ import pytest
 from PIL import Image
 
 from contracts.catalogue import Status
-from handler.catalogue import scan_items
+from contracts.catalogue_table import scan_items
 from local_stack.resources import create_local_resources
 from local_stack.stack import moto_server, sqs_event
-from model_build.sample_data import draw_sample_image
+from sample_data.photos import draw_sample_image
 from tests.support.capped_process import run_capped
 from tests.support.hostile_images import hostile_files, progressive_jpeg_with_scans
 from tests.support.tiny_artifact import publish_tiny_artifact

@@ -20,7 +20,7 @@ import boto3
 import pytest
 
 from contracts.artifact import load_artifact
-from model_build.publish import publish_run
+from model_build.release.publish import publish_run
 from tests.support.tiny_artifact import REPOSITORY_ROOT, write_tiny_run
 
 pytestmark = pytest.mark.functional
@@ -30,7 +30,7 @@ NEW_VERSION = "20991231T000000Z-0000cafe"
 CHILD = r"""
 import os, pathlib, shutil, signal, sys
 
-from model_build.publish import publish_run
+from model_build.release.publish import publish_run
 
 run_dir, dest, version, kill_at = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 calls = 0

@@ -19,14 +19,14 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 from model_build.config import TrainConfig  # noqa: E402
-from model_build.dataset import Dataset  # noqa: E402
-from model_build.feature_cache import feature_extractor  # noqa: E402
-from model_build.model import backbone_layer, build_model  # noqa: E402
-from model_build.pipeline import predict  # noqa: E402
-from model_build.prepare import PreparedSplit  # noqa: E402
+from model_build.data.dataset import Dataset  # noqa: E402
+from model_build.data.pipeline import predict  # noqa: E402
+from model_build.data.prepare import PreparedSplit  # noqa: E402
 from model_build.run_folder import RunFolder  # noqa: E402
 from model_build.train import make_plan  # noqa: E402
-from model_build.training import train  # noqa: E402
+from model_build.training.feature_cache import feature_extractor  # noqa: E402
+from model_build.training.fit import train  # noqa: E402
+from model_build.training.model import backbone_layer, build_model  # noqa: E402
 
 out = Path(sys.argv[1])
 result: dict = {}

@@ -1,6 +1,6 @@
 """A real, tiny model artifact for tests: ``publish_tiny_artifact(dest) -> version``.
 
-It publishes through the real code path (:func:`model_build.publish.publish_run`) a version
+It publishes through the real code path (:func:`model_build.release.publish.publish_run`) a version
 whose ``model.tflite`` / ``model_int8.tflite`` take uint8 ``[N, 224, 224, 3]`` (batch resizable)
 and return float32 probabilities over ``labels``, exactly like a trained model's, so worker tests
 can run real LiteRT inference in milliseconds::
@@ -39,7 +39,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Final
 
-from model_build.sample_data import LABELS
+from sample_data.photos import LABELS
 
 REPOSITORY_ROOT: Final[Path] = Path(__file__).resolve().parents[2]
 CACHE_DIR: Final[Path] = REPOSITORY_ROOT / ".cache" / "tiny-model"
@@ -106,7 +106,7 @@ def publish_tiny_artifact(
     Without ``version`` a unique one is made (UTC time + random hex), so repeated calls into the
     same ``dest`` never collide; ``latest.json`` points at the new version afterwards.
     """
-    from model_build.publish import publish_run
+    from model_build.release.publish import publish_run
 
     if version is None:
         version = f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}"
@@ -170,7 +170,7 @@ def _build(out_dir: Path, label_count: int) -> None:
     import numpy as np
     from keras import layers
 
-    from model_build.export import convert_float32, convert_int8
+    from model_build.release.export import convert_float32, convert_int8
 
     keras.utils.set_random_seed(0)
     inputs = keras.Input((IMAGE_SIZE, IMAGE_SIZE, 3), dtype="uint8", name="image")

@@ -19,7 +19,7 @@ from contracts.artifact import (
     Manifest,
     load_artifact,
 )
-from model_build.sample_data import LABELS
+from sample_data.photos import LABELS
 from tests.support.tiny_artifact import REPOSITORY_ROOT, publish_tiny_artifact
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from model_build.calibration import (
+from model_build.evaluation.calibration import (
     apply_temperature,
     calibrate,
     choose_review_threshold,

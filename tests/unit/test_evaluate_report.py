@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
-from model_build.evaluate import evaluate_predictions
-from model_build.metrics import (
+from model_build.evaluation.evaluate import evaluate_predictions
+from model_build.evaluation.metrics import (
     classification_report,
     confusion_matrix,
     format_report,

@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from model_build.calibration import choose_review_threshold
-from model_build.thresholds import (
+from model_build.evaluation.calibration import choose_review_threshold
+from model_build.evaluation.thresholds import (
     choose_threshold_with_confidence,
     clopper_pearson_lower,
     fit_and_measure,

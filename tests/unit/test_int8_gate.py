@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from model_build.int8_gate import gate_int8
+from model_build.release.int8_gate import gate_int8
 
 
 def _model(rng: np.random.Generator, labels: np.ndarray, skill: float, classes: int = 5):

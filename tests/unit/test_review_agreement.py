@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from model_build.review_agreement import (
+from model_build.evaluation.review_agreement import (
     agreement,
     agreement_html,
     entries_from_manifests,
     format_agreement,
-    main,
 )
+from review.agreement import main
 
 
 def entry(model: str, outcome: str, label: str | None = None) -> dict:

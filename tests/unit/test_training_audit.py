@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from model_build.audit import AUDIT_FIGURE, AUDIT_JSON, audit_dataset, main
-from model_build.dataset import discover
-from model_build.sample_data import draw_sample_image, generate_dataset
+from model_build.audit import main
+from model_build.data.audit import AUDIT_FIGURE, AUDIT_JSON, audit_dataset
+from model_build.data.dataset import discover
+from sample_data.photos import draw_sample_image, generate_dataset
 
 LABELS = ("bathtub", "stroller", "walkers")
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from model_build.feature_cache import augmented_views, compute_features, feature_extractor
-from model_build.model import BACKBONE_NAME, build_model
+from model_build.training.feature_cache import augmented_views, compute_features, feature_extractor
+from model_build.training.model import BACKBONE_NAME, build_model
 
 IMAGE_SIZE = 128  # the smallest size the reference head fits on (4×4 features)
 

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from model_build import train
-from model_build.model import WeightsUnavailable, build_model
-from model_build.sample_data import generate_dataset
+from model_build.training.model import WeightsUnavailable, build_model
+from sample_data.photos import generate_dataset
 
 
 def _trainable(model: keras.Model) -> int:
@@ -97,8 +97,8 @@ def test_missing_weights_file_is_a_clear_error(tmp_path: Path) -> None:
 
 
 def test_fine_tuning_unfreezes_the_top_layers_but_never_batch_norm() -> None:
-    from model_build.model import BACKBONE_NAME
-    from model_build.training import unfreeze_top_layers
+    from model_build.training.fit import unfreeze_top_layers
+    from model_build.training.model import BACKBONE_NAME
 
     model = build_model("mobilenet_v2", num_classes=14, weights=None)
     backbone = model.get_layer(BACKBONE_NAME)

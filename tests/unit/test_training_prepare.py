@@ -10,9 +10,9 @@ import pytest
 from PIL import Image
 
 from contracts.image import IMAGE_FUNCTION_VERSION, image_to_tensor
-from model_build import prepare
-from model_build.dataset import discover
-from model_build.prepare import cache_root, prepare_split
+from model_build.data import prepare
+from model_build.data.dataset import discover
+from model_build.data.prepare import cache_root, prepare_split
 
 
 def _encode(image: Image.Image, fmt: str, **options) -> bytes:

@@ -10,7 +10,7 @@ import pytest
 
 from model_build.config import TrainConfig, UserError
 from model_build.run_folder import RUN_STATE, RunFolder, resolve_run_dir
-from model_build.training import ThresholdStop
+from model_build.training.fit import ThresholdStop
 
 
 def _state(run_dir: Path, config: TrainConfig, status: str) -> None:

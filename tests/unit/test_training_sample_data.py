@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from contracts.image import image_to_tensor
-from model_build.sample_data import LABELS, draw_sample_image, generate_dataset
+from sample_data.photos import LABELS, draw_sample_image, generate_dataset
 
 
 def _digests(root: Path) -> dict[str, str]:

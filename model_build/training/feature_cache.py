@@ -39,11 +39,11 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from model_build.augment import augment_batch, batch_seed, build_augmenter
-from model_build.model import SCALING_NAME, backbone_layer
-from model_build.pipeline import gather_batches
+from model_build.data.augment import augment_batch, batch_seed, build_augmenter
+from model_build.data.pipeline import gather_batches
+from model_build.data.rowfile import RowFile, RowWriter
 from model_build.progress import Progress
-from model_build.rowfile import RowFile, RowWriter
+from model_build.training.model import SCALING_NAME, backbone_layer
 
 FEATURE_DTYPE = np.float16
 FEATURES_DIR = "features"
@@ -142,7 +142,7 @@ def write_view(
 
     Resumable: the partial file ``<path>.partial.npy`` is reopened (never truncated) and the
     count of rows already written, stored beside it after every few batches, is skipped.
-    Returns a :class:`~model_build.rowfile.RowFile` ``[N, *shape]`` (read row by row).
+    Returns a :class:`~model_build.data.rowfile.RowFile` ``[N, *shape]`` (read row by row).
     """
     if path.is_file():
         return RowFile(path)
@@ -194,7 +194,8 @@ def compute_features(
 ) -> np.ndarray:
     """Features of ``views`` augmented views (``views=0``: the untouched images) → one ``.npy``.
 
-    Returns a :class:`~model_build.rowfile.RowFile` ``[max(views, 1) * N, *feature shape]``; rows
+    Returns a :class:`~model_build.data.rowfile.RowFile` ``[max(views, 1) * N, *feature shape]``;
+    rows
     ``k*N .. k*N+N-1`` are view ``k`` in file order. (Training uses :func:`cached_features`,
     one file per view in the cache folder; this is the same computation into one file.)
     """
@@ -245,9 +246,9 @@ def cached_features(
     name: str = "features",
 ) -> list[np.ndarray]:
     """The features of ``views`` augmented views of ``split`` (``views=0``: untouched), one
-    :class:`~model_build.rowfile.RowFile` per view, from the cache folder or computed into it.
+    :class:`~model_build.data.rowfile.RowFile` per view, from the cache folder or computed into it.
 
-    ``split`` is a :class:`model_build.prepare.PreparedSplit`. Key:
+    ``split`` is a :class:`model_build.data.prepare.PreparedSplit`. Key:
     ``<cache_dir>/features/<backbone+weights hash>/<split content hash>/<view>.npy`` where
     ``<view>`` is ``seed<view seed>_b<batch size>`` (batch ``b`` of a view is augmented from its
     own seed, so the batch size is part of the view's definition) or ``plain``.

@@ -9,7 +9,7 @@ choice was (the item keeps its ``top3``) and what the person decided. Per catego
 * **reviewer said** — photos the reviewer placed in this category, and the share the model had as
   its first choice (its recall there).
 
-Read from the catalogue (``python -m model_build.review_agreement --table T``) or from the
+Read from the catalogue (``python -m review.agreement --table T``) or from the
 manifests of reviewed-dataset exports; the evaluation report of a run trained on a reviewed export
 carries the same table as a section.
 
@@ -19,10 +19,8 @@ review queue, not the whole catalogue.
 
 from __future__ import annotations
 
-import argparse
 import html
 import json
-import sys
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 from pathlib import Path
@@ -155,39 +153,3 @@ def entries_from_manifests(paths: Iterable[Path]) -> list[dict[str, Any]]:
                     entries.extend(manifest.get("items", []))
                     break
     return entries
-
-
-def entries_from_catalogue(dynamodb: Any, table: str, bucket: str | None = None) -> list[dict]:
-    from model_build.reviewed_dataset import decision_entry, reviewed_items
-
-    return [decision_entry(item) for item in reviewed_items(dynamodb, table, bucket)]
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m model_build.review_agreement",
-        description="Model vs reviewer agreement per category, from the catalogue.",
-    )
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--table", help="catalogue table (CatalogueTableName)")
-    source.add_argument("--manifest", type=Path, action="append", help="reviewed export(s)")
-    parser.add_argument("--bucket", help="only this uploads bucket")
-    parser.add_argument("--region", help="AWS region (default: your AWS configuration's)")
-    parser.add_argument("--json", type=Path, help=f"also write the table here ({AGREEMENT_JSON})")
-    arguments = parser.parse_args(argv)
-    if arguments.table:
-        import boto3
-
-        client = boto3.session.Session(region_name=arguments.region).client("dynamodb")
-        entries = entries_from_catalogue(client, arguments.table, arguments.bucket)
-    else:
-        entries = entries_from_manifests(arguments.manifest)
-    table = agreement(entries)
-    print(format_agreement(table), end="")
-    if arguments.json:
-        arguments.json.write_text(json.dumps(table, indent=2) + "\n")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

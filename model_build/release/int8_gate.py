@@ -10,7 +10,8 @@ separates, and they cost nothing. What matters is
   threshold: int8 may lose at most :data:`MAX_PRECISION_DROP`.
 
 int8 outputs are not float32's, so int8 gets its own temperature and review threshold, fitted on
-val exactly as float32's are (:func:`model_build.thresholds.fit_and_measure`); they travel in the
+val exactly as float32's are (:func:`model_build.evaluation.thresholds.fit_and_measure`); they
+travel in the
 manifest as ``int8_calibration`` and the worker applies the calibration of the variant it runs.
 Agreement is still measured and recorded, for information.
 """
@@ -21,7 +22,7 @@ from typing import Any, Final
 
 import numpy as np
 
-from model_build.thresholds import DEFAULT_CONFIDENCE, fit_and_measure
+from model_build.evaluation.thresholds import DEFAULT_CONFIDENCE, fit_and_measure
 
 MAX_ACCURACY_DROP: Final[float] = 0.01
 MAX_PRECISION_DROP: Final[float] = 0.01

@@ -13,7 +13,8 @@ The default cache is ``.cache/prepared`` under the working directory.
 
 A split's pixels are assembled once into one file, ``<cache_dir>/v<…>/splits/<split content
 hash>.npy`` (uint8 ``[N, 224, 224, 3]``), and handed to training as a
-:class:`~model_build.rowfile.RowFile`: the tf.data pipelines read it batch by batch (``pread``), so
+:class:`~model_build.data.rowfile.RowFile`: the tf.data pipelines read it batch by batch
+(``pread``), so
 the process never holds the whole array (the 16,803-image train split is 2.5 GB); the kernel's
 page cache keeps what fits.
 """
@@ -42,9 +43,9 @@ from contracts.image import (
     ImageRejected,
     decode_image,
 )
-from model_build.dataset import Dataset, Sample
+from model_build.data.dataset import Dataset, Sample
+from model_build.data.rowfile import RowFile, RowWriter
 from model_build.progress import Progress
-from model_build.rowfile import RowFile, RowWriter
 from model_build.run_folder import RecordedSplit, split_content_hash
 
 DEFAULT_CACHE_DIR: Final[Path] = Path(".cache/prepared")
@@ -154,7 +155,7 @@ def prepare_split(
 ) -> PreparedSplit:
     """Decode (or load from the cache) every file of ``split`` of ``dataset``.
 
-    ``dataset`` comes from :func:`model_build.dataset.discover`; ``split`` is ``"train"``,
+    ``dataset`` comes from :func:`model_build.data.dataset.discover`; ``split`` is ``"train"``,
     ``"val"`` or ``"test"``. Returns a :class:`PreparedSplit` whose pixels (a row file, read on
     demand) are byte-identical to ``contracts.image.image_to_tensor(path.read_bytes())`` for every
     file kept. Refused files are skipped, never fatal. ``results`` are the decode results the
@@ -183,7 +184,8 @@ def split_pixels(
     digests: Sequence[str], label_indices, *, cache_dir: Path | None = None, name: str = "split"
 ) -> np.ndarray:
     """The pixels of ``digests`` in order: the split file in the cache (assembled from the
-    per-file entries the first time), read row by row (:class:`~model_build.rowfile.RowFile`)."""
+    per-file entries the first time), read row by row
+    (:class:`~model_build.data.rowfile.RowFile`)."""
     root = cache_root(cache_dir) / "splits"
     path = root / f"{split_content_hash(digests, label_indices)}.npy"
     if not path.is_file():

@@ -14,7 +14,8 @@ Callbacks, in the order they run at the end of an epoch:
   epoch.
 
 A resumed run ends exactly where an uninterrupted one with the same seed would (on CPU, where op
-determinism is on): :class:`model_build.pipeline.EpochRandomness` (first in the list) makes each
+determinism is on): :class:`model_build.data.pipeline.EpochRandomness` (first in the list) makes
+each
 epoch's shuffle, augmentation and dropout a function of ``(seed, epoch)``, and the plateau and
 early-stopping callbacks (:class:`ResumableReduceLROnPlateau`, :class:`ResumableEarlyStopping`)
 rebuild their patience bookkeeping from the phase's rows of ``history.csv`` instead of starting
@@ -33,9 +34,9 @@ import keras
 import numpy as np
 
 from model_build.config import Plan
-from model_build.model import backbone_layer
-from model_build.prepare import PreparedSplit
+from model_build.data.prepare import PreparedSplit
 from model_build.run_folder import RunFolder
+from model_build.training.model import backbone_layer
 
 KILL_HOOK = "MODEL_BUILD_TEST_KILL_AT"
 
@@ -231,7 +232,7 @@ def _callbacks(
 
 
 def _compile(model: keras.Model, plan: Plan, learning_rate: float) -> None:
-    from model_build.pipeline import compile_for
+    from model_build.data.pipeline import compile_for
 
     compile_for(model, learning_rate, plan.replicas)
 
@@ -284,7 +285,12 @@ def train_plain(
     best: BestWeights,
 ) -> int:
     """Phase 1 on the fly: augmented batches from the prepared arrays through the whole model."""
-    from model_build.pipeline import EpochRandomness, eval_dataset, pad_for_replicas, train_dataset
+    from model_build.data.pipeline import (
+        EpochRandomness,
+        eval_dataset,
+        pad_for_replicas,
+        train_dataset,
+    )
 
     config = plan.config
     with strategy.scope():
@@ -321,13 +327,13 @@ def train_head_on_features(
     best: BestWeights,
 ) -> int:
     """Phase 1 with ``--feature-cache-views K``: the head alone on cached backbone features."""
-    from model_build.feature_cache import (
+    from model_build.data.pipeline import EpochRandomness, pad_for_replicas
+    from model_build.training.feature_cache import (
         cached_features,
         head_eval_dataset,
         head_train_dataset,
     )
-    from model_build.model import HEAD_NAME
-    from model_build.pipeline import EpochRandomness, pad_for_replicas
+    from model_build.training.model import HEAD_NAME
 
     config = plan.config
     views = config.feature_cache_views
@@ -382,7 +388,12 @@ def fine_tune(
     BatchNorm layers stay frozen (and the backbone is called with training=False), so their
     moving statistics are not wrecked by small batches — the keras-io transfer-learning recipe.
     """
-    from model_build.pipeline import EpochRandomness, eval_dataset, pad_for_replicas, train_dataset
+    from model_build.data.pipeline import (
+        EpochRandomness,
+        eval_dataset,
+        pad_for_replicas,
+        train_dataset,
+    )
 
     config = plan.config
     epochs_done = run.phase1_epochs() or 0

@@ -124,7 +124,7 @@ def pooled_feature_model(model: Any) -> Any | None:
     """pixels 0..255 → global average of the backbone's last feature map (None without one)."""
     import keras
 
-    from model_build.model import backbone_of
+    from model_build.training.model import backbone_of
 
     backbone = backbone_of(model)
     if backbone is None:
@@ -186,7 +186,7 @@ def generated_unfamiliar_pixels(count: int, seed: int = 123) -> np.ndarray:
     import io
 
     from contracts.image import image_to_tensor
-    from model_build.sample_data import LABELS, draw_sample_image
+    from sample_data.photos import LABELS, draw_sample_image
 
     rng = np.random.default_rng(seed)
     images = []
@@ -274,9 +274,9 @@ def evaluate_unfamiliarity(
     ``train`` is the prepared train split training holds (a fixed random subset of it is used);
     ``None`` rebuilds that subset from the run folder's recorded split.
     """
-    from model_build.model import backbone_of
-    from model_build.prepare import run_split, subset
+    from model_build.data.prepare import run_split, subset
     from model_build.run_folder import RunFolder
+    from model_build.training.model import backbone_of
 
     if backbone_of(model) is None:  # the small demo CNN: no backbone features to score
         from pathlib import Path

@@ -1,7 +1,7 @@
 """Every photo a person decided in the review console, as a dataset folder for the next training.
 
-    python -m model_build.reviewed_dataset --table T --bucket B --out DIR
-    python -m model_build.reviewed_dataset --out DIR      # the local stack kept up by --serve
+    python -m review.reviewed_dataset --table T --bucket B --out DIR
+    python -m review.reviewed_dataset --out DIR      # the local stack kept up by --serve
 
 Layout of ``DIR`` (it must not exist yet, or be empty)::
 
@@ -38,7 +38,7 @@ from typing import Any, Final
 from botocore.exceptions import ClientError
 
 from contracts.catalogue import CatalogueItem, CategorySource, ReviewOutcome, Status
-from handler.catalogue import deserialize
+from contracts.catalogue_table import deserialize
 
 MANIFEST_NAME: Final[str] = "manifest.json"
 LABELLED_DIR: Final[str] = "labelled"
@@ -192,7 +192,7 @@ def _extension(key: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m model_build.reviewed_dataset",
+        prog="python -m review.reviewed_dataset",
         description="Export every photo a person decided as a training dataset folder.",
     )
     parser.add_argument("--stack", help="deployed stack: --table and --bucket from its outputs")

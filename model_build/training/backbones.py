@@ -3,7 +3,8 @@
 An entry names the ``keras.applications`` constructor, the scaling from pixels 0..255 that its
 weights expect (applied *inside* the model, contract 2) and a description of that scaling, which
 ``publish`` writes into the artifact's manifest (``input.scaling``). Swapping MobileNetV2 for
-another application is one entry here; :mod:`model_build.model` builds the same head on any of
+another application is one entry here; :mod:`model_build.training.model` builds the same head on
+any of
 them, and the feature cache, fine-tuning and export find the backbone by its layer name.
 
 This module imports no TensorFlow, so the plan and publish can read it cheaply.

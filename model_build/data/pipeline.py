@@ -1,8 +1,9 @@
 """tf.data input pipelines over prepared (decoded-once) uint8 arrays.
 
 No JPEG is decoded here: batches are gathered from the uint8 array that
-:func:`model_build.prepare.prepare_split` returns — the split's pixels in the cache folder, read
-row by row (:class:`model_build.rowfile.RowFile`) — by a ``tf.numpy_function`` per batch,
+:func:`model_build.data.prepare.prepare_split` returns — the split's pixels in the cache folder,
+read
+row by row (:class:`model_build.data.rowfile.RowFile`) — by a ``tf.numpy_function`` per batch,
 augmented in the graph (train only) and prefetched. The pixels are never copied whole (no
 ``tf.constant`` of the array, no tf.data copy): one copy lives in the kernel's page cache, and each
 batch is read from it when it is needed.
@@ -10,7 +11,8 @@ batch is read from it when it is needed.
 **Epoch randomness.** With an :class:`EpochRandomness` (what training always passes) everything
 random in epoch ``e`` is a pure function of ``(seed, e)``: the shuffle order is a stateless
 permutation keyed by ``[seed, e]``, batch ``b`` is augmented from the stateless seed
-``batch_seed(seed, e, b)`` (:mod:`model_build.augment`), and at the start of every epoch each Keras
+``batch_seed(seed, e, b)`` (:mod:`model_build.data.augment`), and at the start of every epoch each
+Keras
 ``SeedGenerator`` (the model's Dropout, and any tracked layer's) is set to a state derived from
 ``(seed, generator index, e)``. So an epoch is the same whether the process ran the epochs before
 it or resumed after a crash — a resumed run reproduces an uninterrupted one.
@@ -26,7 +28,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from model_build.augment import batch_seed, build_augmenter
+from model_build.data.augment import batch_seed, build_augmenter
 
 
 def seed_generators(*layers: keras.Layer) -> list:

@@ -28,7 +28,7 @@ import keras
 from keras import layers
 
 from contracts.image import CHANNELS, IMAGE_SIZE
-from model_build.backbones import BACKBONES, Backbone, backbone_spec
+from model_build.training.backbones import BACKBONES, Backbone, backbone_spec
 
 MODEL_KINDS: Final[tuple[str, ...]] = (*BACKBONES, "small")
 HEAD_KINDS: Final[tuple[str, ...]] = ("reference", "gap")

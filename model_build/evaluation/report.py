@@ -16,7 +16,7 @@ from typing import Any, Final
 
 import numpy as np
 
-from model_build.metrics import best_epochs
+from model_build.evaluation.metrics import best_epochs
 
 GRID_IMAGES: Final[int] = 50
 REPORT_TEXT_FILE: Final[str] = "classification_report.txt"
@@ -354,16 +354,20 @@ def _review_section(metrics: dict[str, Any]) -> str:
     table = metrics.get("review_agreement")
     if not table:
         return ""
-    from model_build.review_agreement import agreement_html
+    from model_build.evaluation.review_agreement import agreement_html
 
     return agreement_html(table, table.get("source", "the catalogue"))
 
 
 def _evaluated_on(evaluation: dict[str, Any]) -> str:
     split = evaluation.get("split", "val")
-    if split == "val":
-        return "val: the data the checkpoint, temperature and threshold were fitted on (optimistic)"
-    what = "test/" if split == "test" else "the held-out part of val (never trained nor fitted on)"
+    if not evaluation.get("held_out", split not in ("val", "calibration")):
+        return f"{split}: the photos temperature and threshold were fitted on (optimistic)"
+    what = (
+        "test/"
+        if split == "test"
+        else f"{split}: photos nothing was trained, selected or fitted on"
+    )
     sha = evaluation.get("data_sha256", "")
     return f"{what}; content sha256 {sha[:16]}…" if sha else what
 

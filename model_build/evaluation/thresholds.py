@@ -149,7 +149,7 @@ def fit_and_measure(
     ``precision_fit``, ``precision_lower_bound``), and for comparison the plain point-estimate
     threshold (``point_estimate``) measured on the same evaluation set.
     """
-    from model_build.calibration import (
+    from model_build.evaluation.calibration import (
         ECE_BINS,
         apply_temperature,
         choose_review_threshold,

@@ -1,0 +1,1 @@
+"""Data: discover, audit, split, decode once, augment, feed (tf.data)."""

@@ -1,0 +1,1 @@
+"""Evaluation: metrics, calibration and the review threshold, unfamiliarity, the report."""

@@ -1,0 +1,301 @@
+"""Evaluate a trained model: numbers, report, calibration and review threshold.
+
+Two ways in, one computation:
+
+* :func:`evaluate` — what ``train.run`` calls with the model it holds and the splits it prepared
+  (nothing is reloaded, rediscovered or decoded again);
+* ``python -m model_build.evaluate RUN_DIR [--data DIR] [--target-precision 0.98]``
+  (:func:`evaluate_run`) — loads ``model.keras`` and rebuilds the run's splits from the content
+  hashes recorded in ``data.json`` (:func:`model_build.data.prepare.recorded_split`), so it
+  evaluates
+  *the same* images even if the dataset folder changed since.
+
+Temperature and review threshold are fitted on val; every reported number is measured on the
+held-out split (``test/``, else the held-out part of val; :mod:`model_build.data.splits`). The
+numbers are :mod:`model_build.evaluation.metrics`, the figures and the HTML page
+:mod:`model_build.evaluation.report`;
+``metrics.json`` (with the ``calibration`` block ``publish`` copies into the manifest) and
+``report/`` are written into the run folder (:mod:`model_build.run_folder`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+import numpy as np
+
+from model_build.data.splits import CALIBRATION, recorded_name, reported_split
+from model_build.evaluation.calibration import apply_temperature, calibrate
+from model_build.evaluation.metrics import (
+    best_epochs,
+    classification_report,
+    confusion_matrix,
+    format_report,
+    most_confused_pairs,
+    top_k_accuracy,
+)
+from model_build.evaluation.report import REPORT_TEXT_FILE, draw_figures, write_html_report
+from model_build.run_folder import RunFolder
+
+DEFAULT_TARGET_PRECISION: Final[float] = 0.98
+
+
+def evaluate_predictions(
+    probabilities: np.ndarray,
+    y_true: np.ndarray,
+    labels: Sequence[str],
+    out_dir: Path,
+    *,
+    images: np.ndarray | None = None,
+    history: dict[str, list[float]] | None = None,
+    target_precision: float = DEFAULT_TARGET_PRECISION,
+    context: dict[str, Any] | None = None,
+    calibration: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Compute every number, draw every figure into ``out_dir/report/``, write metrics.json.
+
+    ``calibration``: fitted elsewhere and measured on these predictions
+    (:func:`model_build.evaluation.thresholds.fit_and_measure`); ``None`` fits it on these
+    predictions.
+    """
+    probabilities = np.asarray(probabilities, dtype=np.float64)
+    y_true = np.asarray(y_true, dtype=np.int64)
+    if probabilities.shape != (len(y_true), len(labels)):
+        raise ValueError(
+            f"probabilities have shape {probabilities.shape}, "
+            f"expected ({len(y_true)}, {len(labels)})"
+        )
+    if len(y_true) == 0:
+        raise ValueError("no val images to evaluate")
+    run = RunFolder(out_dir)
+    report_dir = run.report_dir
+    report_dir.mkdir(parents=True, exist_ok=True)
+    y_pred = probabilities.argmax(axis=1)
+    report = classification_report(y_true, y_pred, labels)
+    matrix = confusion_matrix(y_true, y_pred, len(labels))
+    pairs = most_confused_pairs(matrix, labels)
+    if calibration is None:
+        calibration = calibrate(probabilities, y_true, target_precision=target_precision)
+    history = history or {}
+    text = format_report(report)
+    (report_dir / REPORT_TEXT_FILE).write_text(text)
+
+    confidence = None
+    if images is not None and len(images):
+        confidence = apply_temperature(probabilities, calibration["temperature"]).max(axis=1)
+    figures = draw_figures(
+        report_dir,
+        matrix=matrix,
+        labels=labels,
+        pairs=pairs,
+        calibration=calibration,
+        history=history,
+        images=images,
+        y_true=y_true,
+        y_pred=y_pred,
+        confidence=confidence,
+    )
+
+    metrics = {
+        "images": len(y_true),
+        "labels": list(labels),
+        "accuracy": report["accuracy"],
+        "top3_accuracy": top_k_accuracy(probabilities, y_true, 3),
+        "macro_avg": report["macro avg"],
+        "labels_absent": report["labels_absent"],
+        "weighted_avg": report["weighted avg"],
+        "per_label": report["labels"],
+        "most_confused": pairs,
+        "confusion_matrix": matrix.tolist(),
+        "best_epochs": best_epochs(history),
+        "epochs": len(history.get("loss", [])),
+        "calibration": calibration,
+        "figures": figures,
+        **(context or {}),
+    }
+    run.write_metrics(metrics)
+    write_html_report(metrics, text, report_dir)
+    return metrics
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """What evaluation hands on: the metrics and the model's val probabilities (export checks
+    the TFLite file against these instead of predicting again)."""
+
+    metrics: dict[str, Any]
+    val_probabilities: np.ndarray
+
+
+def photos_hash(split, labels) -> str:
+    """ "The same photos": sha256 of the sorted ``label<TAB>file sha256`` lines of a prepared
+    split (the rule of :func:`model_build.data.splits.split_content_hash`)."""
+    lines = sorted(
+        f"{labels[int(i)]}\t{digest}"
+        for digest, i in zip(split.sha256, split.label_indices, strict=True)
+    )
+    return hashlib.sha256("\n".join(lines).encode()).hexdigest()
+
+
+def evaluate(
+    model: Any,
+    run: RunFolder,
+    *,
+    labels: list[str],
+    val,
+    evaluation_name: str,
+    evaluation=None,
+    train=None,
+    context: dict[str, Any] | None = None,
+    target_precision: float = DEFAULT_TARGET_PRECISION,
+    threshold_confidence: float | None = None,
+    unfamiliar_dir: Path | None = None,
+    data_dir: Path | None = None,
+    batch_size: int = 32,
+    verbose: int = 0,
+) -> Evaluation:
+    """Evaluate ``model`` (in memory) on prepared splits; write metrics.json and report/.
+
+    ``val`` (a :class:`model_build.data.prepare.PreparedSplit`) fits temperature and threshold;
+    ``evaluation`` (the split named ``evaluation_name``; ``None`` when nothing is held out) reports;
+    ``train`` (up to 2,000 of its images) fits the unfamiliarity score
+    (:mod:`model_build.evaluation.unfamiliarity`; ``None``: rebuilt from the run folder).
+    """
+    from model_build.data.pipeline import predict
+    from model_build.evaluation.thresholds import DEFAULT_CONFIDENCE, fit_and_measure
+
+    print(
+        f"evaluate: predicting {len(val)} val images"
+        + (f" and {len(evaluation)} {evaluation_name} images" if evaluation is not None else ""),
+        flush=True,
+    )
+    fit_probabilities = predict(
+        model, val.pixels, batch_size=batch_size, verbose=verbose, label="evaluate val"
+    )
+    y_fit = val.label_indices
+    held_out = evaluation is not None
+    if evaluation is None:
+        print("evaluate: no test/ and nothing held out: numbers are on the data they were fit on")
+        evaluation, probabilities = val, fit_probabilities
+    else:
+        probabilities = predict(
+            model,
+            evaluation.pixels,
+            batch_size=batch_size,
+            verbose=verbose,
+            label=f"evaluate {evaluation_name}",
+        )
+    y_true = evaluation.label_indices
+    calibration = fit_and_measure(
+        fit_probabilities,
+        y_fit,
+        probabilities,
+        y_true,
+        target_precision=target_precision,
+        confidence=threshold_confidence or DEFAULT_CONFIDENCE,
+        evaluated_on=evaluation_name,
+    )
+    from model_build.evaluation.unfamiliarity import evaluate_unfamiliarity
+
+    unfamiliarity = evaluate_unfamiliarity(
+        model,
+        run.path,
+        data_dir,
+        val.pixels,
+        evaluation.pixels,
+        unfamiliar_dir=unfamiliar_dir,
+        train=train,
+    )
+    fit_report = classification_report(y_fit, fit_probabilities.argmax(1), labels)
+    summary = {
+        "split": evaluation_name,
+        "images": len(y_true),
+        "data_sha256": photos_hash(evaluation, labels),
+        "fit_split": CALIBRATION,
+        "fit_images": len(y_fit),
+        "fit_data_sha256": photos_hash(val, labels),
+        "held_out": held_out,
+    }
+    metrics = evaluate_predictions(
+        probabilities,
+        y_true,
+        labels,
+        run.path,
+        images=evaluation.pixels,
+        history=run.history_columns(),
+        target_precision=target_precision,
+        calibration=calibration,
+        context={
+            **(context or {}),
+            "evaluation": summary,
+            **({"unfamiliarity": unfamiliarity} if unfamiliarity else {}),
+            "val": {
+                "images": len(y_fit),
+                "accuracy": fit_report["accuracy"],
+                "top3_accuracy": top_k_accuracy(fit_probabilities, y_fit, 3),
+                "macro_f1": fit_report["macro avg"]["f1-score"],
+            },
+        },
+    )
+    calibration = metrics["calibration"]
+    print(format_report(classification_report(y_true, probabilities.argmax(1), labels)), end="")
+    print(
+        f"evaluate: accuracy {metrics['accuracy']:.4f}, top-3 {metrics['top3_accuracy']:.4f}, "
+        f"T {calibration['temperature']:.3f}, ECE {calibration['ece_before']:.4f} → "
+        f"{calibration['ece_after']:.4f}, review threshold {calibration['review_threshold']:.4f} "
+        f"(held-out coverage {calibration['coverage']:.1%}, precision "
+        f"{_maybe(calibration['precision_at_threshold'])}, target {target_precision} at "
+        f"{calibration.get('confidence', 0):.0%} confidence) on {len(y_true)} "
+        f"{evaluation_name} images; report: {run.report_dir / 'index.html'}"
+    )
+    return Evaluation(metrics=metrics, val_probabilities=fit_probabilities)
+
+
+def _maybe(value: float | None) -> str:
+    return "—" if value is None else f"{value:.4f}"
+
+
+def evaluate_run(
+    run_dir: Path,
+    *,
+    data_dir: Path | None = None,
+    target_precision: float = DEFAULT_TARGET_PRECISION,
+    threshold_confidence: float | None = None,
+    unfamiliar_dir: Path | None = None,
+) -> dict[str, Any]:
+    """Standalone: evaluate ``run_dir/model.keras`` on the run's recorded splits."""
+    from model_build.data.prepare import run_split
+
+    run = RunFolder(run_dir)
+    labels = run.read_labels()
+    if not run.model_file.is_file():
+        raise ValueError(f"{run.path} has no {run.model_file.name}")
+    record = run.read_data()
+    name = reported_split(record.splits)
+    fitted_on = recorded_name(record.splits, CALIBRATION) or CALIBRATION
+    val = run_split(run, fitted_on, data_dir=data_dir, record=record)
+    evaluation = (
+        None if name == fitted_on else run_split(run, name, data_dir=data_dir, record=record)
+    )
+
+    import keras
+
+    model = keras.models.load_model(run.model_file, compile=False)
+    config = run.config_dict()
+    return evaluate(
+        model,
+        run,
+        labels=labels,
+        val=val,
+        evaluation_name=name,
+        evaluation=evaluation,
+        context={"model": config.get("model"), "weights": config.get("weights")},
+        target_precision=target_precision,
+        threshold_confidence=threshold_confidence,
+        unfamiliar_dir=unfamiliar_dir,
+        data_dir=data_dir,
+    ).metrics

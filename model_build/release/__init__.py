@@ -1,0 +1,1 @@
+"""Release: export to TFLite, the int8 and quality gates, publish."""

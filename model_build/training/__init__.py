@@ -1,0 +1,1 @@
+"""Training: backbones, the model, the fit phases and the feature cache."""
