@@ -553,7 +553,7 @@ def test_the_hook_may_touch_only_probe_keys_and_only_the_new_version() -> None:
     listing = statements["FindKnownPhotos"]
     assert listing["Condition"] == {"StringLike": {"s3:prefix": f"{PROBE_PREFIX}*"}}
     actions = {a for s in statements.values() for a in as_list(s["Action"])}
-    assert not any(a.startswith("s3:Put") or a.startswith("s3:Delete") for a in actions)
+    assert not any(a.startswith(("s3:Put", "s3:Delete")) for a in actions)
     assert "dynamodb:UpdateItem" not in actions
 
 
