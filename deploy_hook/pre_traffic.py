@@ -170,8 +170,9 @@ def run_probe(
     keys = [{OBJECT_ID: {"S": f"{bucket}/{probe.key}"}} for probe in probes]
     for key in keys:
         dynamodb_client.delete_item(TableName=table, Key=key)
-    # Items record processed_at in UTC ISO form (handler.worker); one second of slack for clocks.
-    started = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(clock() - 1))
+    # Items record processed_at in UTC ISO form. The items were just deleted, so anything older
+    # than this run is impossible; five minutes of slack keep two hosts' clocks out of it.
+    started = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(clock() - 300))
     try:
         invoke_version(lambda_client, version_arn, probe_event(bucket, probes, started + "Z"))
         for probe, key in zip(probes, keys, strict=True):
@@ -213,6 +214,8 @@ def lambda_handler(
         status, message = "Failed", str(error)
     except (ClientError, BotoCoreError, KeyError) as error:
         status, message = "Failed", f"the hook could not run the check: {error!r}"
+    except Exception as error:  # anything else too: CodeDeploy must hear Failed, not wait an hour
+        status, message = "Failed", f"the hook failed unexpectedly: {error!r}"
     # One line, greppable: `aws logs tail <PreTrafficHookLogGroupName>`.
     print(json.dumps({"hook": "pre-traffic", "status": status, "message": message}))
     clients["codedeploy"].put_lifecycle_event_hook_execution_status(
