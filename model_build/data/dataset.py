@@ -8,9 +8,9 @@ Two layouts are accepted under ``--data DIR``:
 
 Labels are the sorted folder names of the training data (contract 3 of ARCHITECTURE.md). A label
 folder in ``val/`` or ``test/`` that has no counterpart in ``train/`` is an error: the model could
-never predict it. So is a label with no val photo (nothing could measure it), and a label of an
-added training folder that the main dataset does not have (a reviewed export naming a label
-outside the model's set would otherwise create a class with a handful of photos and no val).
+never predict it. A label with no val photo is noted (nothing could measure it); a label of an
+added training folder that the main dataset does not have is refused (a reviewed export naming a
+label outside the model's set would otherwise create a class with a handful of photos and no val).
 
 The split is keyed on the photo's *group* when the dataset names one (a folder level under the
 label folder: ``<label>/<session>/photo.jpg``), else on its file *content* (sha256), never on
@@ -29,7 +29,7 @@ from __future__ import annotations
 import hashlib
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
@@ -318,15 +318,21 @@ def discover(data_dir: Path, *, val_fraction: float = 0.2, seed: int = 0) -> Dat
 
 
 def _require_val(dataset: Dataset) -> Dataset:
-    """``dataset``, or a :class:`DatasetError` naming every label without a val photo."""
+    """``dataset``, noting every label without a val photo (printed with the audit).
+
+    Such a label is not refused: public datasets ship that way (the Grocery Store dataset's
+    official val split lacks 6 of its 43 labels), and its train photos still teach the other
+    labels what they are not. Nothing can measure it, though, so the note says so, and its
+    evaluation rows read "no images evaluated". What *is* refused is a label that only an added
+    training folder brings (:func:`add_training_data`): that is how a reviewed export would create
+    a new class from a handful of photos.
+    """
     in_val = {sample.label for sample in dataset.splits.get("val", ())}
     missing = [label for label in dataset.labels if label not in in_val]
-    if missing:
-        raise DatasetError(
-            f"label(s) {missing} of {dataset.root} have no val photo, so nothing could measure "
-            "them: give each at least two distinct photos (or a val/ folder of its own)."
-        )
-    return dataset
+    if not missing:
+        return dataset
+    note = f"label(s) {missing} have no val photo: nothing measures or calibrates them"
+    return replace(dataset, notes=(*dataset.notes, note))
 
 
 def _is_hidden(path: Path, base: Path) -> bool:

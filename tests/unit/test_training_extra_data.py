@@ -112,18 +112,21 @@ def test_a_label_the_main_dataset_lacks_is_refused(tmp_path: Path) -> None:
     assert "\n" not in str(error.value)
 
 
-def test_a_label_missing_from_val_is_refused(tmp_path: Path) -> None:
+def test_a_label_missing_from_val_is_noted_not_refused(tmp_path: Path) -> None:
+    """GIVEN a dataset whose val/ lacks a label (the Grocery Store dataset lacks 6 of 43)
+    WHEN it is discovered THEN it trains, and a note names the label nothing can measure;
+    only a label that an added folder alone brings is refused (the test above)."""
     main = generate_dataset(
         tmp_path / "main", train_per_label=2, val_per_label=1, image_size=96, labels=LABELS
     )
     shutil.rmtree(main / "val" / "walkers")
-    with pytest.raises(DatasetError, match=r"\['walkers'\] .* have no val photo"):
-        discover(main)
+    dataset = discover(main)
+    assert "walkers" in dataset.labels
+    assert any("['walkers'] have no val photo" in note for note in dataset.notes)
     # Label folders split by content: a label with one photo gets no val photo either.
     flat = tmp_path / "flat"
     for label, count in (("bathtub", 3), ("stroller", 1)):
         (flat / label).mkdir(parents=True)
         for seed in range(count):
             (flat / label / f"{seed}.jpg").write_bytes(jpeg(label, seed))
-    with pytest.raises(DatasetError, match=r"\['stroller'\]"):
-        discover(flat)
+    assert any("['stroller']" in note for note in discover(flat).notes)
