@@ -42,13 +42,13 @@ from botocore.exceptions import ClientError
 
 from contracts.catalogue import (
     ATTRIBUTES,
-    DECODE_ATTEMPTS_PREFIX,
     KEPT_BY_BACKFILL,
     OBJECT_ID,
     OPTIONAL_ATTRIBUTES,
     CatalogueItem,
     CategorySource,
     Status,
+    is_catalogue_item,
     object_id,
     utc_now,
 )
@@ -214,14 +214,15 @@ def read_item(dynamodb: Any, table: str, bucket: str, key: str) -> CatalogueItem
 
 
 def scan_items(dynamodb: Any, table: str, *, include_deleted: bool = False) -> list[CatalogueItem]:
-    """Every item of the table (for the local stack and tests; the app queries the GSIs), without
-    tombstones unless ``include_deleted``, never the worker's decode-attempt records."""
+    """Every catalogue item of the table (for the local stack and tests; the app queries the GSIs),
+    without tombstones unless ``include_deleted``, without the review console's records and the
+    worker's decode-attempt records."""
     items: list[CatalogueItem] = []
     for page in dynamodb.get_paginator("scan").paginate(TableName=table, ConsistentRead=True):
         items.extend(
             CatalogueItem.from_attributes(deserialize(raw))
             for raw in page["Items"]
-            if not raw[OBJECT_ID]["S"].startswith(DECODE_ATTEMPTS_PREFIX)
+            if is_catalogue_item(raw)
         )
     if not include_deleted:
         items = [item for item in items if item.status is not Status.DELETED]

@@ -13,6 +13,9 @@ Environment variables (names are the field names upper-cased):
 * ``DECODE_SECONDS``   per-file decode deadline, wall clock and CPU (default 20; issue 17,
   :mod:`handler.decode_pool`).
 * ``LOG_LEVEL``        Powertools logger level (default INFO).
+* ``DEPLOY_SETTINGS``  the settings ``sam deploy`` gave this version (template.yaml); and
+* ``IMAGE_DEPLOY_SETTINGS`` the ones ``sam build`` baked into the image (infra/Dockerfile). When the
+  image has them, the two must agree (:mod:`handler.deploy_settings`).
 * ``AWS_LAMBDA_FUNCTION_MEMORY_SIZE``  the function's memory in MB, set by Lambda itself (default
   1024, the template's ``FunctionMemorySize``); the decode memory budget is this minus what the
   process and its decoders hold, measured (:mod:`handler.decode_pool`).
@@ -51,6 +54,8 @@ class WorkerSettings(BaseSettings):
     decode_seconds: float = Field(default=DECODE_SECONDS, gt=0, le=900)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     aws_lambda_function_memory_size: int = Field(default=1024, ge=128)
+    deploy_settings: str | None = None
+    image_deploy_settings: str | None = None
 
     @field_validator("log_level", mode="before")
     @classmethod
