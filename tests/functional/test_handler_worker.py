@@ -1105,10 +1105,19 @@ def test_a_file_killed_for_memory_twice_is_rejected_in_its_first_invocation(
         etag = stack.put(key, data)
         bodies.append({"Records": [s3_record(stack.bucket, key, sequencer=f"0{index}", etag=etag)]})
     stack.purge()
+    counted: dict[str, float] = {}
+
+    def add_metric(name: str, unit: Any, value: float) -> None:
+        counted[name] = counted.get(name, 0) + value
+
+    monkeypatch.setattr(app.metrics, "add_metric", add_metric)
     # WHEN one invocation handles them
     response = invoke(message_event(*bodies))
     # THEN nothing comes back: the file was tried beside the photo, then alone, then REJECTED
     assert failed_ids(response) == []
+    # AND both kills show up at once, as their own metric
+    assert counted["DecoderKilledForMemory"] == 2
+    assert counted["DecoderKilledForTime"] == 0
     items = stack.items()
     assert (items["uploads/segments.jpg"].status, items["uploads/segments.jpg"].reason) == (
         Status.REJECTED,
