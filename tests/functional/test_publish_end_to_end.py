@@ -87,7 +87,7 @@ def test_evaluate_export_publish_load(tiny_run: Path, tmp_path: Path) -> None:
 
     dest = tmp_path / "artifacts"
     # Publishing publishes, nothing else: an unexported run is refused with the command to run.
-    with pytest.raises(PublishError, match="python -m model_build.export"):
+    with pytest.raises(PublishError, match=r"python -m model_build\.export"):
         publish_run(tiny_run, str(dest), force=True)
     export_run(tiny_run)
     # The tiny model is untrained (near chance): the quality gate refuses it unless forced.

@@ -154,5 +154,5 @@ def test_a_stale_int8_calibration_is_refused_with_the_command_to_run(tmp_path: P
     }
     (run_dir / "export.json").write_text(json.dumps(export))
     # WHEN it is published THEN it is refused, naming the export command
-    with pytest.raises(publish.PublishError, match="stale.*model_build.export"):
+    with pytest.raises(publish.PublishError, match=r"stale.*model_build\.export"):
         publish.publish_run(run_dir, str(tmp_path / "artifacts"), log=lambda _: None)
