@@ -240,12 +240,10 @@ def run(config: TrainConfig) -> int:
     export_model(
         trained.model,
         plan.export_dir,
-        val_images=val.pixels,
-        train_images=train.pixels,
-        calibration=evaluation.calibration,
-        val_labels=val.label_indices,
+        calibration_split=val,
+        representative_images=train.pixels,
+        evaluation=evaluation,
         held_out=held_out,
-        keras_probabilities=evaluation.val_probabilities,
     )
     version = None
     if config.publishes:

@@ -44,6 +44,7 @@ from contracts import litert
 from contracts.artifact import Calibration
 from contracts.image import IMAGE_SIZE
 from contracts.unfamiliarity import UnfamiliarityScorer
+from model_build.evaluation.evaluate import Evaluation
 from model_build.quiet import converter_quietly
 from model_build.release.int8_gate import gate_int8
 from model_build.run_folder import MODEL_FILE, RunFolder
@@ -211,28 +212,31 @@ def export_model(
     model: Any,
     out_dir: Path,
     *,
-    val_images: np.ndarray,
-    train_images: np.ndarray,
-    calibration: Calibration | None = None,
-    val_labels: np.ndarray | None = None,
+    calibration_split: Any,
+    representative_images: np.ndarray,
+    evaluation: Evaluation | None = None,
     held_out: Any = None,
-    keras_probabilities: np.ndarray | None = None,
     image_size: int = IMAGE_SIZE,
     min_int8_agreement: float = INT8_MIN_AGREEMENT,
     log: Callable[[str], None] = print,
 ) -> ExportReport:
     """Write model.tflite (+ model_int8.tflite when it passes its gate) and export.json.
 
-    ``val_images`` are the calibration photos (``val_labels`` their labels) and ``held_out`` the
-    reporting split (a :class:`model_build.data.prepare.PreparedSplit`; None: the calibration
-    photos themselves). With ``calibration`` — evaluation's float32
-    :class:`~contracts.artifact.Calibration` — int8 gets its own calibration with the same target
-    and confidence and the held-out gate of :mod:`model_build.release.int8_gate`; without it
-    (bare arrays) the old rule applies: top-1 agreement with float32 ≥ ``min_int8_agreement``.
-    ``keras_probabilities``: evaluation's Keras probabilities of ``val_images`` (no second pass).
-    A model exported with the unfamiliarity score (``unfamiliarity.npz`` in ``out_dir``) gets the
-    pooled features as a second output.
+    ``calibration_split`` and ``held_out`` are prepared splits
+    (:class:`model_build.data.prepare.PreparedSplit`: ``pixels``, ``label_indices``; ``held_out``
+    None: nothing held out). ``representative_images`` are training photos for int8's activation
+    ranges. With ``evaluation`` (:class:`model_build.evaluation.evaluate.Evaluation`: its float32
+    :class:`~contracts.artifact.Calibration` and Keras probabilities of the calibration photos)
+    int8 gets its own calibration with the same target and confidence and the held-out gate of
+    :mod:`model_build.release.int8_gate`; without it the old rule applies: top-1 agreement with
+    float32 ≥ ``min_int8_agreement``. A model exported with the unfamiliarity score
+    (``unfamiliarity.npz`` in ``out_dir``) gets the pooled features as a second output.
     """
+    val_images = calibration_split.pixels
+    val_labels = calibration_split.label_indices
+    train_images = representative_images
+    calibration = None if evaluation is None else evaluation.calibration
+    keras_probabilities = None if evaluation is None else evaluation.val_probabilities
     out = RunFolder(out_dir)
     out.path.mkdir(parents=True, exist_ok=True)
     scorer = (
@@ -267,7 +271,7 @@ def export_model(
     int8_probs = tflite_predict(int8_bytes, val_images)
     int8_agreement = top1_agreement(float_probs, int8_probs)
     gate = None
-    if calibration is not None and val_labels is not None:
+    if calibration is not None:
         eval_images = val_images if held_out is None else held_out.pixels
         eval_labels = val_labels if held_out is None else held_out.label_indices
         same = held_out is None
@@ -367,10 +371,14 @@ def export_run(run_dir: Path, *, data_dir: Path | None = None) -> ExportReport:
     return export_model(
         model,
         run.path,
-        val_images=val.pixels,
-        train_images=train.pixels,
-        calibration=Calibration.model_validate(block),
-        val_labels=val.label_indices,
+        calibration_split=val,
+        representative_images=train.pixels,
+        # The float32 calibration evaluation wrote; Keras predicts the calibration photos again.
+        evaluation=Evaluation(
+            metrics={},
+            calibration=Calibration.model_validate(block),
+            val_probabilities=keras_predict(model, val.pixels),
+        ),
         held_out=None if evaluation is val else evaluation,
         image_size=image_size,
     )
