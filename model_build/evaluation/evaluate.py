@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from contracts.artifact import Calibration
-from model_build.data.splits import CALIBRATION, recorded_name, reported_split
+from model_build.data.splits import CALIBRATION, check_roles, recorded_name, reported_split
 from model_build.evaluation.calibration import (
     DEFAULT_CONFIDENCE,
     DEFAULT_TARGET_PRECISION,
@@ -324,6 +324,8 @@ def evaluate_run(
     if not run.model_file.is_file():
         raise ValueError(f"{run.path} has no {run.model_file.name}")
     record = run.read_data()
+    # A photo in two roles (a checkpoint chosen on calibration photos...) voids every number.
+    check_roles({split: recorded.sha256 for split, recorded in record.splits.items()})
     name = reported_split(record.splits)
     fitted_on = recorded_name(record.splits, CALIBRATION) or CALIBRATION
     val = run_split(run, fitted_on, data_dir=data_dir, record=record)

@@ -164,6 +164,8 @@ def test_full_report_is_written(tmp_path: Path) -> None:
     assert "href=" not in page  # nothing outside the file
     assert f"{metrics['accuracy']:.4f}" in page
     assert "review threshold" in page
+    assert "the guarantee" in page  # target, confidence, calibration size, intervals, assumption
+    assert "same photo source and label mix" in page
 
 
 def test_shape_mismatch_is_a_clear_error(tmp_path: Path) -> None:
