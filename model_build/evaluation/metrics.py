@@ -50,7 +50,9 @@ def classification_report(
     )
     total = int(support.sum())
     present = support > 0
-    averaged = present | (predicted > 0)  # scikit-learn's unique_labels(y_true, y_pred)
+    # scikit-learn's labels=None: the labels of y_true and y_pred together (unique_labels), see
+    # https://scikit-learn.org/stable/modules/generated/sklearn.metrics.classification_report.html
+    averaged = present | (predicted > 0)
     per_label = {
         label: {
             "precision": float(precision[i]),
