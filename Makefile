@@ -32,10 +32,12 @@ $(SAM_VENV)/bin/.installed: requirements-sam.txt
 
 venv: $(BIN)/.installed
 
-## lint: ruff on everything, cfn-lint and checkov on the template.
+## lint: ruff on everything, the layers (import-linter, contracts in pyproject.toml), cfn-lint and
+## checkov on the template.
 lint: $(BIN)/.installed $(CHECKOV_VENV)/bin/.installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports --no-cache --no-logo
 	$(BIN)/cfn-lint template.yaml
 	BC_SKIP_MAPPING=TRUE $(CHECKOV_VENV)/bin/checkov --quiet --compact --framework cloudformation --file template.yaml
 
