@@ -40,6 +40,23 @@ from typing import Any, Final
 
 import numpy as np
 
+from model_build.data.dataset import discover
+from model_build.data.holdout import HOLDOUT_SPLIT, with_holdout
+from model_build.data.prepare import prepare_split
+from model_build.data.rowfile import RowFile
+from model_build.evaluation.metrics import classification_report, top_k_accuracy
+from model_build.evaluation.thresholds import fit_and_measure
+from model_build.evaluation.unfamiliarity import (
+    NearestNeighbours,
+    energy_score,
+    fit_mahalanobis,
+    generated_unfamiliar_pixels,
+    msp_score,
+    separation,
+)
+from model_build.release.export import convert_float32, convert_int8, keras_predict, tflite_predict
+from model_build.release.int8_gate import gate_int8
+
 REPOSITORY_ROOT: Final[Path] = Path(__file__).resolve().parent.parent
 
 
@@ -76,10 +93,10 @@ def real_material_missing() -> str | None:
 
 
 def build_recipe_head(recipe: str, feature_shape: tuple[int, ...], classes: int):
-    import keras
-    from keras import layers
+    import keras  # noqa: PLC0415 — TensorFlow takes seconds to load; only the steps that use it pay for it
+    from keras import layers  # noqa: PLC0415 — TensorFlow takes seconds to load; only the steps that use it pay for it
 
-    from model_build.training.model import build_head
+    from model_build.training.model import build_head  # noqa: PLC0415 — model_build.training.model loads TensorFlow; this module stays light without it
 
     if recipe in ("reference", "gap"):  # exactly what python -m model_build.train --head builds
         return build_head(feature_shape, classes, kind=recipe)
@@ -110,7 +127,7 @@ def train_head(
     batch_size: int = 32,
 ):
     """Train a head on cached features; keep the weights of the best val-accuracy epoch."""
-    import keras
+    import keras  # noqa: PLC0415 — TensorFlow takes seconds to load; only the steps that use it pay for it
 
     keras.utils.set_random_seed(seed)
     head = build_recipe_head(recipe, tuple(train_features.shape[1:]), classes)
@@ -157,7 +174,7 @@ def predict(head, features: np.ndarray, batch_size: int = 256) -> np.ndarray:
 
 
 def logits_of(head, features: np.ndarray) -> np.ndarray | None:
-    import keras
+    import keras  # noqa: PLC0415 — TensorFlow takes seconds to load; only the steps that use it pay for it
 
     try:
         layer = head.get_layer("logits")
@@ -171,10 +188,6 @@ def logits_of(head, features: np.ndarray) -> np.ndarray | None:
 
 
 def load_data(data_dir: Path, label_limit: int | None, holdout_fraction: float = 0.5):
-    from model_build.data.dataset import discover
-    from model_build.data.holdout import HOLDOUT_SPLIT, with_holdout
-    from model_build.data.prepare import prepare_split
-
     dataset = with_holdout(discover(data_dir), holdout_fraction)
     if label_limit:
         keep = set(dataset.labels[:label_limit])
@@ -190,35 +203,17 @@ def load_data(data_dir: Path, label_limit: int | None, holdout_fraction: float =
 
 
 def backbone_model(weights: Path, classes: int):
-    from model_build.training.model import build_model
+    from model_build.training.model import build_model  # noqa: PLC0415 — model_build.training.model loads TensorFlow; this module stays light without it
 
     return build_model("mobilenet_v2", num_classes=classes, weights=str(weights))
 
 
 def features_for(model, pixels: np.ndarray, path: Path, *, views: int) -> np.ndarray:
-    from model_build.training.feature_cache import compute_features
+    from model_build.training.feature_cache import compute_features  # noqa: PLC0415 — model_build.training.feature_cache loads TensorFlow; this module stays light without it
 
     if path.is_file():
-        from model_build.data.rowfile import RowFile
-
         return RowFile(path)
     return compute_features(model, pixels, path, views=views, seed=0, batch_size=32)
-
-
-def far_unfamiliar_pixels(count: int) -> np.ndarray:
-    """Generated drawings of baby products (the demo's sample data), through the image contract."""
-    import io
-
-    from contracts.image import image_to_tensor
-    from sample_data.photos import LABELS, draw_sample_image
-
-    rng = np.random.default_rng(123)
-    images = []
-    for index in range(count):
-        buffer = io.BytesIO()
-        draw_sample_image(LABELS[index % len(LABELS)], rng, 256).save(buffer, format="JPEG")
-        images.append(image_to_tensor(buffer.getvalue()))
-    return np.stack(images)
 
 
 # --- numbers -------------------------------------------------------------------------------------
@@ -234,9 +229,6 @@ def recipe_row(
     target_precision: float,
     confidence: float,
 ) -> dict[str, Any]:
-    from model_build.evaluation.metrics import classification_report, top_k_accuracy
-    from model_build.evaluation.thresholds import fit_and_measure
-
     calibration = fit_and_measure(
         fit_probs,
         fit_labels,
@@ -269,15 +261,7 @@ def int8_row(
     model, head, train_pixels, fit_pixels, fit_labels, eval_pixels, eval_labels, *, target
 ) -> dict[str, Any]:
     """Full model (scaling + backbone + this head) → TFLite float32 and int8; held-out gate."""
-    import keras
-
-    from model_build.release.export import (
-        convert_float32,
-        convert_int8,
-        keras_predict,
-        tflite_predict,
-    )
-    from model_build.release.int8_gate import gate_int8
+    import keras  # noqa: PLC0415 — TensorFlow takes seconds to load; only the steps that use it pay for it
 
     inputs = model.inputs[0]
     x = model.get_layer("scale_to_minus1_1")(inputs)
@@ -334,14 +318,6 @@ def unfamiliarity_rows(
     epochs: int,
 ) -> dict[str, Any]:
     """Train the ``gap_ls`` head without ``held_labels``; score familiar vs near vs far photos."""
-    from model_build.evaluation.unfamiliarity import (
-        NearestNeighbours,
-        energy_score,
-        fit_mahalanobis,
-        msp_score,
-        separation,
-    )
-
     held = np.isin(np.arange(classes), held_labels)
     keep_train = ~held[train_labels]
     keep_val = ~held[val_labels]
@@ -390,8 +366,6 @@ def unfamiliarity_rows(
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    from model_build.data.holdout import HOLDOUT_SPLIT
-
     timings: dict[str, float] = {}
     started = time.monotonic()
     _, labels, splits = load_data(Path(args.data), args.labels)
@@ -468,7 +442,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "val_maps": val_maps,
             "holdout_maps": held_maps,
         }
-        far_pixels = far_unfamiliar_pixels(args.far_images)
+        far_pixels = generated_unfamiliar_pixels(args.far_images)
         far_maps = features_for(model, far_pixels, cache / f"far_{args.far_images}.npy", views=0)
         far_pooled = np.asarray(far_maps, np.float32).mean(axis=(1, 2))
         held_labels = list(range(0, classes, max(classes // args.near_labels, 1)))[

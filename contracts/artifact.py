@@ -34,6 +34,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Final
 
+import boto3
+from botocore.exceptions import ClientError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 MANIFEST_FILE: Final[str] = "manifest.json"
@@ -344,14 +346,10 @@ def _manifest_for(raw: bytes, version: str, where: str) -> Manifest:
 
 
 def _s3_client_default() -> Any:
-    import boto3  # only S3 locations need boto3
-
     return boto3.client("s3")
 
 
 def _s3_get(s3_client: Any, bucket: str, key: str) -> bytes:
-    from botocore.exceptions import ClientError
-
     try:
         return s3_client.get_object(Bucket=bucket, Key=key)["Body"].read()
     except ClientError as error:
@@ -397,8 +395,6 @@ def _load_from_s3(
 
 def _download(s3_client: Any, bucket: str, key: str, target: Path) -> None:
     """Download to a temporary name beside the target, then rename: a crash leaves no half file."""
-    from botocore.exceptions import ClientError
-
     target.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
     os.close(handle)

@@ -44,7 +44,7 @@ def import_everything() -> list[str]:
         for module in pkgutil.walk_packages(package.__path__, prefix=f"{package_name}."):
             importlib.import_module(module.name)
             imported.append(module.name)
-    import pillow_heif
+    import pillow_heif  # noqa: PLC0415 — the search path is set up first (see the module docstring)
 
     pillow_heif.register_heif_opener()
     return imported
@@ -52,12 +52,12 @@ def import_everything() -> list[str]:
 
 def check_model(model_uri: str, model_version: str) -> list[str]:
     """Load the model as a cold start does and classify one blank image, per variant."""
-    import numpy as np
+    import numpy as np  # noqa: PLC0415 — the search path is set up first (see the module docstring)
 
-    from contracts.artifact import load_artifact
-    from contracts.image import CHANNELS, IMAGE_SIZE
-    from handler.cold_start import load_model
-    from handler.settings import WorkerSettings
+    from contracts.artifact import load_artifact  # noqa: PLC0415 — the search path is set up first (see the module docstring)
+    from contracts.image import CHANNELS, IMAGE_SIZE  # noqa: PLC0415 — the search path is set up first (see the module docstring)
+    from handler.cold_start import load_model  # noqa: PLC0415 — the search path is set up first (see the module docstring)
+    from handler.settings import WorkerSettings  # noqa: PLC0415 — the search path is set up first (see the module docstring)
 
     artifact = load_artifact(model_uri, version=model_version)
     variants = ["float32"] + (["int8"] if artifact.int8_model_path is not None else [])

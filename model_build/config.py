@@ -12,6 +12,8 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Final
 
+from model_build.training.backbones import backbone_spec, default_weights, describe_model
+
 DEFAULT_ARTIFACTS: Final[str] = "artifacts"
 EXIT_USER_ERROR: Final[int] = 2
 
@@ -57,8 +59,6 @@ class TrainConfig:
 
     def resolved(self) -> TrainConfig:
         """Fill the defaults that depend on other settings."""
-        from model_build.training.backbones import default_weights
-
         sample = self.data is None
         model = self.model or ("small" if sample else "mobilenet_v2")
         weights = self.weights or default_weights(model)
@@ -110,20 +110,15 @@ class Plan:
 
     @property
     def uses_backbone(self) -> bool:
-        from model_build.training.backbones import backbone_spec
-
         return backbone_spec(self.config.model) is not None
 
     @property
     def uses_feature_cache(self) -> bool:
-        from model_build.training.backbones import backbone_spec
-
         return self.config.feature_cache_views > 0 and backbone_spec(self.config.model) is not None
 
     def lines(self) -> list[str]:
         """The plan as the run prints it, first thing."""
         config = self.config
-        from model_build.training.backbones import describe_model
 
         counts = ", ".join(f"{split} {count}" for split, count in self.files.items())
         lines = [

@@ -13,6 +13,7 @@ from model_build.evaluation.evaluate import (
     DEFAULT_TARGET_PRECISION,
     evaluate_run,
 )
+from model_build.quiet import tensorflow_quietly
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -42,7 +43,6 @@ def main(argv: list[str] | None = None) -> int:
         "(default: generated drawings)",
     )
     args = parser.parse_args(argv)
-    from model_build.quiet import tensorflow_quietly
 
     tensorflow_quietly()
     try:

@@ -42,9 +42,22 @@ import time
 from pathlib import Path
 from typing import Final
 
+import numpy as np
+
 from model_build.config import Plan, TrainConfig, UserError
+from model_build.data.audit import audit_dataset, print_report
+from model_build.data.dataset import DatasetError, add_training_data, discover
+from model_build.data.holdout import evaluation_split_of, with_holdout
+from model_build.data.prepare import DEFAULT_CACHE_DIR, prepare_split
+from model_build.evaluation.evaluate import evaluate
+from model_build.evaluation.review_agreement import agreement, entries_from_manifests
+from model_build.progress import interactive
+from model_build.quiet import tensorflow_quietly
+from model_build.release.export import export_model
+from model_build.release.publish import PublishError, publish_run
 from model_build.run_folder import RunFolder, resolve_run_dir
 from model_build.training.backbones import BACKBONES
+from sample_data.photos import generate_dataset
 
 DEFAULT_SAMPLE_DIR: Final[Path] = Path("data/sample")
 SAMPLE_TRAIN_PER_LABEL: Final[int] = 60
@@ -143,8 +156,6 @@ def run(config: TrainConfig) -> int:
     check_weights(config)
 
     # 4. Audit = decode once (into the prepare cache), then the splits as row files.
-    from model_build.data.audit import audit_dataset, print_report
-    from model_build.data.prepare import prepare_split
 
     audit = audit_dataset(
         dataset, run_folder.path, cache_dir=plan.cache_dir, workers=config.workers
@@ -167,9 +178,9 @@ def run(config: TrainConfig) -> int:
     run_folder.write_state(config, "running")
 
     # 5. Model and training (optionally fine-tuning); the model comes back with its best weights.
-    from model_build.data.augment import save_preview
-    from model_build.training.fit import train as train_model
-    from model_build.training.model import build_model
+    from model_build.data.augment import save_preview  # noqa: PLC0415 — model_build.data.augment loads TensorFlow; this module stays light without it
+    from model_build.training.fit import train as train_model  # noqa: PLC0415 — model_build.training.fit loads TensorFlow; this module stays light without it
+    from model_build.training.model import build_model  # noqa: PLC0415 — model_build.training.model loads TensorFlow; this module stays light without it
 
     save_preview(_first_of_each_label(train), run_folder.preview_figure, seed=config.seed)
     with strategy.scope():
@@ -181,8 +192,6 @@ def run(config: TrainConfig) -> int:
     run_folder.remove_backups()
 
     # 6. Evaluate → export → publish, each with what the step before holds in memory.
-    from model_build.evaluation.evaluate import evaluate
-    from model_build.release.export import export_model
 
     held_out = splits[plan.evaluation_split] if plan.evaluation_split != "val" else None
     evaluation = evaluate(
@@ -220,8 +229,6 @@ def run(config: TrainConfig) -> int:
     )
     version = None
     if config.publishes:
-        from model_build.release.publish import PublishError, publish_run
-
         try:
             version = publish_run(run_folder.path, config.publish)
         except PublishError as error:  # the quality gate (near chance, worse than latest)
@@ -277,14 +284,9 @@ def _check_publish_destination(config: TrainConfig) -> None:
 
 
 def discover_data(config: TrainConfig):
-    from model_build.data.dataset import DatasetError, add_training_data, discover
-    from model_build.data.holdout import with_holdout
-
     if config.data is None and config.extra_data:
         raise UserError("more --data folders need a first one (the dataset to evaluate on)")
     if config.data is None:
-        from sample_data.photos import generate_dataset
-
         print(f"no --data: generating the sample dataset in {DEFAULT_SAMPLE_DIR} (cached)")
         data_dir = generate_dataset(
             DEFAULT_SAMPLE_DIR,
@@ -305,8 +307,6 @@ def discover_data(config: TrainConfig):
 def _review_agreement(dataset) -> dict:
     """Model vs reviewer per category, from the manifests of the reviewed exports trained on
     (the production model's first choices against people's decisions; a report section)."""
-    from model_build.evaluation.review_agreement import agreement, entries_from_manifests
-
     reviewed = [extra.root for extra in dataset.extra if extra.reviewed]
     entries = entries_from_manifests(reviewed)
     if not entries:
@@ -320,10 +320,8 @@ def distribution(config: TrainConfig):
 
     Several GPUs: ``MirroredStrategy`` (one replica per GPU). Otherwise the default strategy.
     """
-    from model_build.quiet import tensorflow_quietly
-
     tf = tensorflow_quietly()
-    import keras
+    import keras  # noqa: PLC0415 — after tensorflow_quietly, so TensorFlow starts without its noise
 
     keras.utils.set_random_seed(config.seed)
     gpus = tf.config.list_physical_devices("GPU")
@@ -341,10 +339,6 @@ def make_plan(config: TrainConfig, run: RunFolder, resuming: bool, dataset, repl
     With ``replicas`` devices the global batch is ``batch_size × replicas`` (each replica gets
     ``batch_size``) and the learning rates are scaled by ``replicas`` (the linear scaling rule).
     """
-    from model_build.data.holdout import evaluation_split_of
-    from model_build.data.prepare import DEFAULT_CACHE_DIR
-    from model_build.progress import interactive
-
     return Plan(
         config=config,
         run_dir=run.path,
@@ -366,7 +360,7 @@ def make_plan(config: TrainConfig, run: RunFolder, resuming: bool, dataset, repl
 
 
 def check_weights(config: TrainConfig) -> None:
-    from model_build.training.model import WeightsUnavailable, ensure_weights
+    from model_build.training.model import WeightsUnavailable, ensure_weights  # noqa: PLC0415 — model_build.training.model loads TensorFlow; this module stays light without it
 
     try:
         ensure_weights(config.model, config.weights)
@@ -383,8 +377,6 @@ def check_weights(config: TrainConfig) -> None:
 
 def _first_of_each_label(split):
     """One training image of each of the first six labels (for the augmentation preview)."""
-    import numpy as np
-
     _, first = np.unique(split.label_indices, return_index=True)
     return np.asarray(split.pixels[np.sort(first)[:6]])
 

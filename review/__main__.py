@@ -23,9 +23,12 @@ from typing import Any
 import boto3
 from botocore.config import Config
 
+from contracts.artifact import ArtifactError, load_artifact
+from local_stack.stack import point_boto3_at
 from local_stack.state import read_state, state_path
 from review.console import Console, image_origin
 from review.server import DEFAULT_PORT, LOOPBACK, ReviewServer
+from review.stack_outputs import stack_names
 
 DEFAULT_ARTIFACTS = Path("artifacts")
 NO_STACK_HINT = (
@@ -37,8 +40,6 @@ NO_STACK_HINT = (
 
 def model_labels(uri: str | None, s3_client: Any = None) -> list[str]:
     """The published model's labels, or an empty list when there is no model to read."""
-    from contracts.artifact import ArtifactError, load_artifact
-
     if uri is None:
         if not (DEFAULT_ARTIFACTS / "latest.json").is_file():
             return []
@@ -73,8 +74,6 @@ def main(argv: list[str] | None = None) -> int:
 
     model_uri = arguments.model
     if arguments.stack:
-        from review.stack_outputs import stack_names
-
         session = boto3.session.Session(region_name=arguments.region)
         arguments.table, arguments.bucket = stack_names(
             session.client("cloudformation"), arguments.stack
@@ -88,7 +87,6 @@ def main(argv: list[str] | None = None) -> int:
         if state is None:
             print(NO_STACK_HINT.format(path=state_path()), file=sys.stderr)
             return 2
-        from local_stack.stack import point_boto3_at
 
         point_boto3_at(state.endpoint_url)  # fake credentials: never real AWS
         session = boto3.session.Session(region_name=state.region)

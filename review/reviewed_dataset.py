@@ -35,19 +35,21 @@ from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import Any, Final
 
+import boto3
 from botocore.exceptions import ClientError
+from PIL import Image
 
 from contracts.catalogue import CatalogueItem, CategorySource, ReviewOutcome, Status
 from contracts.catalogue_table import deserialize
+from contracts.image import SUPPORTED_FORMATS
+from local_stack.stack import point_boto3_at
+from local_stack.state import read_state
+from review.stack_outputs import stack_names
 
 MANIFEST_NAME: Final[str] = "manifest.json"
 LABELLED_DIR: Final[str] = "labelled"
 OUT_OF_DISTRIBUTION_DIR: Final[str] = ReviewOutcome.NOT_A_PRODUCT.value
 FORMAT_VERSION: Final[int] = 1
-# Extensions kept on exported files (lower-cased); anything else is written as ".img".
-_EXTENSIONS: Final[frozenset[str]] = frozenset(
-    {".jpg", ".jpeg", ".png", ".webp", ".gif", ".heic", ".heif", ".bmp", ".tif", ".tiff"}
-)
 _GONE: Final[frozenset[str]] = frozenset({"404", "NoSuchKey", "NotFound"})
 _REPLACED: Final[frozenset[str]] = frozenset({"412", "PreconditionFailed"})
 
@@ -186,8 +188,10 @@ def _fetch(s3: Any, item: CatalogueItem) -> bytes:
 
 
 def _extension(key: str) -> str:
+    """The key's extension (lower-cased) when Pillow names a format the image contract accepts
+    by it, so the exported file opens as what it is; anything else is written as ``.img``."""
     suffix = PurePosixPath(key).suffix.lower()
-    return suffix if suffix in _EXTENSIONS else ".img"
+    return suffix if Image.registered_extensions().get(suffix) in SUPPORTED_FORMATS else ".img"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -202,19 +206,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--region", help="AWS region (default: your AWS configuration's)")
     arguments = parser.parse_args(argv)
 
-    import boto3
-
     if arguments.stack:
-        from review.stack_outputs import stack_names
-
         arguments.table, arguments.bucket = stack_names(
             boto3.session.Session(region_name=arguments.region).client("cloudformation"),
             arguments.stack,
         )
     elif not (arguments.table and arguments.bucket):
-        from local_stack.stack import point_boto3_at
-        from local_stack.state import read_state
-
         state = read_state()
         if arguments.table or arguments.bucket or state is None:
             parser.error("--table and --bucket (or a local stack from `local_stack --serve`)")

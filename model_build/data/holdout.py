@@ -21,13 +21,13 @@ gate can tell whether two models were measured on the same photos.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from typing import Final
 
 from model_build.data.dataset import Dataset, pick_by_content
 
 HOLDOUT_SPLIT: Final[str] = "holdout"
-DEFAULT_HOLDOUT_FRACTION: Final[float] = 0.5
 
 
 def evaluation_split(dataset: Dataset) -> str:
@@ -68,15 +68,8 @@ def with_holdout(dataset: Dataset, fraction: float, seed: int = 0) -> Dataset:
         *dataset.notes,
         f"{len(splits[HOLDOUT_SPLIT])} val images held out for evaluation (content hash)",
     )
-    return Dataset(
-        root=dataset.root,
-        layout=dataset.layout,
-        labels=dataset.labels,
-        splits=splits,
-        val_fraction=dataset.val_fraction,
-        seed=dataset.seed,
-        notes=notes,
-    )
+    # Everything else (the extra training folders among it) is kept as it was.
+    return dataclasses.replace(dataset, splits=splits, notes=notes)
 
 
 def split_content_hash(dataset: Dataset, split: str) -> str:

@@ -29,6 +29,7 @@ from typing import Any, Final
 import numpy as np
 
 from model_build.data.holdout import evaluation_split_of
+from model_build.data.prepare import run_split
 from model_build.evaluation.calibration import apply_temperature, calibrate
 from model_build.evaluation.metrics import (
     best_epochs,
@@ -39,6 +40,8 @@ from model_build.evaluation.metrics import (
     top_k_accuracy,
 )
 from model_build.evaluation.report import REPORT_TEXT_FILE, draw_figures, write_html_report
+from model_build.evaluation.thresholds import DEFAULT_CONFIDENCE, fit_and_measure
+from model_build.evaluation.unfamiliarity import evaluate_unfamiliarity
 from model_build.run_folder import RunFolder
 
 DEFAULT_TARGET_PRECISION: Final[float] = 0.98
@@ -165,8 +168,7 @@ def evaluate(
     ``train`` (up to 2,000 of its images) fits the unfamiliarity score
     (:mod:`model_build.evaluation.unfamiliarity`; ``None``: rebuilt from the run folder).
     """
-    from model_build.data.pipeline import predict
-    from model_build.evaluation.thresholds import DEFAULT_CONFIDENCE, fit_and_measure
+    from model_build.data.pipeline import predict  # noqa: PLC0415 — model_build.data.pipeline loads TensorFlow; this module stays light without it
 
     print(
         f"evaluate: predicting {len(val)} val images"
@@ -198,7 +200,6 @@ def evaluate(
         confidence=threshold_confidence or DEFAULT_CONFIDENCE,
         evaluated_on=evaluation_name,
     )
-    from model_build.evaluation.unfamiliarity import evaluate_unfamiliarity
 
     unfamiliarity = evaluate_unfamiliarity(
         model,
@@ -267,8 +268,6 @@ def evaluate_run(
     unfamiliar_dir: Path | None = None,
 ) -> dict[str, Any]:
     """Standalone: evaluate ``run_dir/model.keras`` on the run's recorded splits."""
-    from model_build.data.prepare import run_split
-
     run = RunFolder(run_dir)
     labels = run.read_labels()
     if not run.model_file.is_file():
@@ -278,7 +277,7 @@ def evaluate_run(
     val = run_split(run, "val", data_dir=data_dir, record=record)
     evaluation = None if name == "val" else run_split(run, name, data_dir=data_dir, record=record)
 
-    import keras
+    import keras  # noqa: PLC0415 — TensorFlow takes seconds to load; only the steps that use it pay for it
 
     model = keras.models.load_model(run.model_file, compile=False)
     config = run.config_dict()

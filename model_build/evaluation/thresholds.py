@@ -38,6 +38,16 @@ from typing import Any, Final
 import numpy as np
 from scipy.stats import beta
 
+from model_build.evaluation.calibration import (
+    ECE_BINS,
+    apply_temperature,
+    choose_review_threshold,
+    expected_calibration_error,
+    fit_temperature,
+    negative_log_likelihood,
+    reliability_bins,
+)
+
 DEFAULT_CONFIDENCE: Final[float] = 0.95
 METHOD: Final[str] = "clopper-pearson fixed-sequence"
 
@@ -149,16 +159,6 @@ def fit_and_measure(
     ``precision_fit``, ``precision_lower_bound``), and for comparison the plain point-estimate
     threshold (``point_estimate``) measured on the same evaluation set.
     """
-    from model_build.evaluation.calibration import (
-        ECE_BINS,
-        apply_temperature,
-        choose_review_threshold,
-        expected_calibration_error,
-        fit_temperature,
-        negative_log_likelihood,
-        reliability_bins,
-    )
-
     fit_labels = np.asarray(fit_labels, dtype=np.int64)
     eval_labels = np.asarray(eval_labels, dtype=np.int64)
     temperature = fit_temperature(fit_probabilities, fit_labels)

@@ -39,6 +39,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Final
 
+import boto3
+
 from contracts.artifact import (
     KERAS_MODEL_FILE,
     LABELS_FILE,
@@ -60,6 +62,9 @@ from contracts.artifact import (
     split_s3_uri,
 )
 from contracts.image import IMAGE_FUNCTION_VERSION, IMAGE_SIZE
+from model_build.evaluation.evaluate import evaluate_run
+from model_build.release.export import export_run
+from model_build.release.quality_gate import describe, quality_problems, read_latest_manifest
 from model_build.run_folder import (
     AUDIT_FILE,
     CONFIG_FILE,
@@ -205,13 +210,9 @@ def _complete_run(run_dir: Path, log: Callable[[str], None]) -> None:
     if (needs_metrics or needs_export) and not (run_dir / KERAS_MODEL_FILE).is_file():
         raise PublishError(f"{run_dir} has neither {MODEL_FILE} nor {KERAS_MODEL_FILE}")
     if needs_metrics:
-        from model_build.evaluation.evaluate import evaluate_run
-
         log(f"publish: {METRICS_FILE} missing, evaluating {run_dir} first")
         evaluate_run(run_dir)
     if needs_export:
-        from model_build.release.export import export_run
-
         log(f"publish: {MODEL_FILE} missing, exporting {run_dir} first")
         export_run(run_dir)
 
@@ -240,7 +241,6 @@ def publish_run(
     version = check_version(version) if version else make_version(files, now)
     manifest = build_manifest(run_dir, files, version, now)
     destination = str(dest)
-    from model_build.release.quality_gate import describe, quality_problems, read_latest_manifest
 
     problems, notes = quality_problems(
         _read_json(run_dir / METRICS_FILE, {}), read_latest_manifest(destination, s3_client)
@@ -319,8 +319,6 @@ def _publish_to_s3(
 ) -> None:
     bucket, prefix = split_s3_uri(uri)
     if s3_client is None:
-        import boto3
-
         s3_client = boto3.client("s3")
     version_prefix = s3_key(prefix, version) + "/"
     existing = s3_client.list_objects_v2(Bucket=bucket, Prefix=version_prefix, MaxKeys=1)

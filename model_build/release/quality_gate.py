@@ -21,11 +21,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Final
 
+import boto3
+
 from contracts.artifact import (
     LATEST_FILE,
     MANIFEST_FILE,
     ArtifactError,
     Manifest,
+    _s3_get,
     parse_latest,
     parse_manifest,
     s3_key,
@@ -55,12 +58,8 @@ def read_latest_manifest(dest: str, s3_client: Any = None) -> Manifest | None:
     """The manifest ``latest.json`` points at under ``dest``, or None when nothing is published."""
     try:
         if dest.startswith("s3://"):
-            from contracts.artifact import _s3_get
-
             bucket, prefix = split_s3_uri(dest)
             if s3_client is None:
-                import boto3
-
                 s3_client = boto3.client("s3")
             version = parse_latest(
                 _s3_get(s3_client, bucket, s3_key(prefix, LATEST_FILE)), f"{dest}/{LATEST_FILE}"

@@ -26,19 +26,27 @@ up but before the phase was marked complete; the rerun then trains one more epoc
 from __future__ import annotations
 
 import math
-import os
-import signal
 from dataclasses import dataclass
 
 import keras
 import numpy as np
 
 from model_build.config import Plan
+from model_build.data.pipeline import (
+    EpochRandomness,
+    compile_for,
+    eval_dataset,
+    pad_for_replicas,
+    train_dataset,
+)
 from model_build.data.prepare import PreparedSplit
 from model_build.run_folder import RunFolder
-from model_build.training.model import backbone_layer
-
-KILL_HOOK = "MODEL_BUILD_TEST_KILL_AT"
+from model_build.training.feature_cache import (
+    cached_features,
+    head_eval_dataset,
+    head_train_dataset,
+)
+from model_build.training.model import HEAD_NAME, backbone_layer
 
 
 @dataclass
@@ -148,23 +156,6 @@ class ResumableEarlyStopping(_ReplayHistory, keras.callbacks.EarlyStopping):
         self.run, self.first_epoch = run, first_epoch
 
 
-class _KillAt(keras.callbacks.Callback):
-    """Test hook (``MODEL_BUILD_TEST_KILL_AT=EPOCH:BATCH``): SIGKILL this process mid-epoch."""
-
-    def __init__(self, spec: str) -> None:
-        super().__init__()
-        epoch, batch = spec.split(":")
-        self.epoch, self.batch = int(epoch), int(batch)
-        self.current = -1
-
-    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
-        self.current = epoch
-
-    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
-        if self.current == self.epoch and batch == self.batch:
-            os.kill(os.getpid(), signal.SIGKILL)
-
-
 class SaveFullModel(keras.callbacks.Callback):
     """While the head trains on cached features, save the *full* model on val-accuracy gains."""
 
@@ -201,7 +192,7 @@ def _callbacks(
         checkpoint.best = history_best
     if history_best is not None:
         best.best = history_best
-    callbacks = [
+    return [
         randomness,
         LogLearningRate(),
         keras.callbacks.CSVLogger(run.history_file, append=True),
@@ -226,14 +217,9 @@ def _callbacks(
         ),
         keras.callbacks.BackupAndRestore(run.backup_dir(phase), delete_checkpoint=False),
     ]
-    if os.environ.get(KILL_HOOK):
-        callbacks.append(_KillAt(os.environ[KILL_HOOK]))
-    return callbacks
 
 
 def _compile(model: keras.Model, plan: Plan, learning_rate: float) -> None:
-    from model_build.data.pipeline import compile_for
-
     compile_for(model, learning_rate, plan.replicas)
 
 
@@ -285,35 +271,13 @@ def train_plain(
     best: BestWeights,
 ) -> int:
     """Phase 1 on the fly: augmented batches from the prepared arrays through the whole model."""
-    from model_build.data.pipeline import (
-        EpochRandomness,
-        eval_dataset,
-        pad_for_replicas,
-        train_dataset,
-    )
-
     config = plan.config
     with strategy.scope():
         _compile(model, plan, plan.learning_rate)
-    randomness = EpochRandomness(config.seed)
-    train_data = train_dataset(
-        train_split.pixels,
-        train_split.label_indices,
-        batch_size=plan.global_batch_size,
-        seed=config.seed,
-        randomness=randomness,
-    )
-    val_data = eval_dataset(
-        val_split.pixels, val_split.label_indices, batch_size=plan.global_batch_size
-    )
-    model.fit(
-        pad_for_replicas(train_data, plan.replicas),
-        validation_data=pad_for_replicas(val_data, plan.replicas),
-        epochs=config.epochs,
-        callbacks=_callbacks(plan, run, "phase1", randomness, best),
-        shuffle=False,  # the tf.data pipeline shuffles (seeded)
-        verbose=plan.verbose,
-    )
+    _fit_on_pixels(
+        plan, run, model, train_split, val_split, best,
+        phase="phase1", seed=config.seed, first_epoch=0, last_epoch=config.epochs,
+    )  # fmt: skip
     return run.finish_phase1()
 
 
@@ -327,14 +291,6 @@ def train_head_on_features(
     best: BestWeights,
 ) -> int:
     """Phase 1 with ``--feature-cache-views K``: the head alone on cached backbone features."""
-    from model_build.data.pipeline import EpochRandomness, pad_for_replicas
-    from model_build.training.feature_cache import (
-        cached_features,
-        head_eval_dataset,
-        head_train_dataset,
-    )
-    from model_build.training.model import HEAD_NAME
-
     config = plan.config
     views = config.feature_cache_views
     batch_size = plan.global_batch_size
@@ -388,24 +344,41 @@ def fine_tune(
     BatchNorm layers stay frozen (and the backbone is called with training=False), so their
     moving statistics are not wrecked by small batches — the keras-io transfer-learning recipe.
     """
-    from model_build.data.pipeline import (
-        EpochRandomness,
-        eval_dataset,
-        pad_for_replicas,
-        train_dataset,
-    )
-
     config = plan.config
     epochs_done = run.phase1_epochs() or 0
     with strategy.scope():
         unfreeze_top_layers(backbone_layer(model), config.fine_tune_layers)
         _compile(model, plan, plan.fine_tune_learning_rate)
-    randomness = EpochRandomness(config.seed + 1)
+    _fit_on_pixels(
+        plan, run, model, train_split, val_split, best,
+        phase="fine_tune", seed=config.seed + 1, first_epoch=epochs_done,
+        last_epoch=epochs_done + config.fine_tune_epochs,
+    )  # fmt: skip
+    return len(run.history_rows())
+
+
+def _fit_on_pixels(
+    plan: Plan,
+    run: RunFolder,
+    model: keras.Model,
+    train_split: PreparedSplit,
+    val_split: PreparedSplit,
+    best: BestWeights,
+    *,
+    phase: str,
+    seed: int,
+    first_epoch: int,
+    last_epoch: int,
+) -> None:
+    """Fit the whole (compiled) model on augmented batches of the prepared arrays, epochs
+    ``first_epoch`` up to ``last_epoch``, with the phase's callbacks: phase 1 on the fly and
+    fine-tuning both train this way."""
+    randomness = EpochRandomness(seed)
     train_data = train_dataset(
         train_split.pixels,
         train_split.label_indices,
         batch_size=plan.global_batch_size,
-        seed=config.seed + 1,
+        seed=seed,
         randomness=randomness,
     )
     val_data = eval_dataset(
@@ -414,13 +387,12 @@ def fine_tune(
     model.fit(
         pad_for_replicas(train_data, plan.replicas),
         validation_data=pad_for_replicas(val_data, plan.replicas),
-        initial_epoch=epochs_done,
-        epochs=epochs_done + config.fine_tune_epochs,
-        callbacks=_callbacks(plan, run, "fine_tune", randomness, best),
-        shuffle=False,
+        initial_epoch=first_epoch,
+        epochs=last_epoch,
+        callbacks=_callbacks(plan, run, phase, randomness, best),
+        shuffle=False,  # the tf.data pipeline shuffles (seeded)
         verbose=plan.verbose,
     )
-    return len(run.history_rows())
 
 
 def unfreeze_top_layers(backbone: keras.Model, count: int) -> None:

@@ -141,8 +141,8 @@ def console_url(stack: Stack) -> Iterator[str]:
 def browser() -> Iterator[Any]:
     if not (CHROMIUM and CHROMEDRIVER):
         pytest.skip("chromium and chromium-driver are not installed (.ci/run installs them)")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
+    from selenium import webdriver  # noqa: PLC0415 — selenium is needed only by the browser test
+    from selenium.webdriver.chrome.service import Service  # noqa: PLC0415 — selenium is needed only by the browser test
 
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
@@ -172,7 +172,7 @@ def photo_loaded(driver: Any) -> bool:
 
 
 def press(driver: Any, key: str) -> None:
-    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.action_chains import ActionChains  # noqa: PLC0415 — selenium is needed only by the browser test
 
     ActionChains(driver).send_keys(key).perform()
 
@@ -182,7 +182,7 @@ def notice(driver: Any) -> str:
 
 
 def test_review_in_a_browser(stack: Stack, console_url: str, browser: Any) -> None:
-    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.common.keys import Keys  # noqa: PLC0415 — selenium is needed only by the browser test
 
     browser.get(console_url)
     oldest = "uploads/shop/00.jpg"

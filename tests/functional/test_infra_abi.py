@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from numpy._core import _multiarray_umath
 
 from infra.abi import (
     BASE_IMAGE_PATH,
@@ -98,8 +99,6 @@ def test_versions_compare_as_numbers() -> None:
 
 def test_reads_the_version_needs_of_a_real_library() -> None:
     """numpy's core extension module, as installed for this interpreter, needs glibc."""
-    from numpy._core import _multiarray_umath
-
     with open(_multiarray_umath.__file__, "rb") as stream:
         machine, needs = version_needs(io.BytesIO(stream.read()))
     assert machine.startswith("EM_")

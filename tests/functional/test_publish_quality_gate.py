@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 
 from contracts.artifact import load_artifact
+from handler.cold_start import load_model
+from handler.settings import WorkerSettings
 from model_build import publish as publish_command
 from model_build.release import publish
 from tests.support.tiny_artifact import LABELS, write_tiny_run
@@ -77,9 +79,6 @@ def test_a_worse_model_does_not_replace_latest_on_the_same_data(
 def test_worker_applies_the_calibration_of_the_variant_it_runs(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from handler.cold_start import load_model
-    from handler.settings import WorkerSettings
-
     run_dir = write_tiny_run(tmp_path / "run", temperature=1.5, review_threshold=0.4)
     export = json.loads((run_dir / "export.json").read_text())
     export["int8_calibration"] = {

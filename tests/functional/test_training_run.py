@@ -86,17 +86,18 @@ def test_resume_after_sigkill_continues_from_the_last_completed_epoch(
     tiny_data: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "run"
-    command = [
-        sys.executable, "-m", "model_build.train",
+    arguments = [
         *_arguments(tiny_data, out, tmp_path / "cache", "--epochs", "4", "--seed", "2"),
         "--stop-train-accuracy", "1.1", "--early-stopping-patience", "100",
     ]  # fmt: skip
+    command = [sys.executable, "-m", "model_build.train", *arguments]
     environment = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
 
     killed = subprocess.run(
-        command,
+        # SIGKILLed after the second batch of the third epoch (tests/support/killed_training.py).
+        [sys.executable, "-m", "tests.support.killed_training", "2:1", *arguments],
         cwd=REPOSITORY_ROOT,
-        env={**environment, "MODEL_BUILD_TEST_KILL_AT": "2:1"},  # mid third epoch
+        env=environment,
         capture_output=True,
         text=True,
         timeout=300,

@@ -39,6 +39,10 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Final
 
+import numpy as np
+
+from model_build.release.export import convert_float32, convert_int8
+from model_build.release.publish import publish_run
 from sample_data.photos import LABELS
 
 REPOSITORY_ROOT: Final[Path] = Path(__file__).resolve().parents[2]
@@ -106,8 +110,6 @@ def publish_tiny_artifact(
     Without ``version`` a unique one is made (UTC time + random hex), so repeated calls into the
     same ``dest`` never collide; ``latest.json`` points at the new version afterwards.
     """
-    from model_build.release.publish import publish_run
-
     if version is None:
         version = f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}"
     with tempfile.TemporaryDirectory(prefix="tiny-run-") as directory:
@@ -166,11 +168,8 @@ def _quiet(_message: str) -> None:
 
 def _build(out_dir: Path, label_count: int) -> None:
     """Build, convert and save the tiny model (runs in the subprocess; imports TensorFlow)."""
-    import keras
-    import numpy as np
-    from keras import layers
-
-    from model_build.release.export import convert_float32, convert_int8
+    import keras  # noqa: PLC0415 — TensorFlow takes seconds to load; only the steps that use it pay for it
+    from keras import layers  # noqa: PLC0415 — TensorFlow takes seconds to load; only the steps that use it pay for it
 
     keras.utils.set_random_seed(0)
     inputs = keras.Input((IMAGE_SIZE, IMAGE_SIZE, 3), dtype="uint8", name="image")

@@ -7,7 +7,12 @@ bucket <-> queue wiring and the names the worker and the local stack rely on.
 
 from __future__ import annotations
 
+import json
+import os
 import re
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -702,12 +707,6 @@ def test_sam_transform_points_both_mappings_at_the_alias() -> None:
 def sam_transformed_template() -> dict[str, Any]:
     """Run aws-sam-translator on template.yaml, in this interpreter or in SAM_TRANSLATOR_PYTHON
     (its pydantic pin clashes with the worker's, so it may live in a virtualenv of its own)."""
-    import json
-    import os
-    import shutil
-    import subprocess
-    import sys
-
     candidates = [os.environ.get("SAM_TRANSLATOR_PYTHON"), sys.executable]
     candidates.append(shutil.which("sam") and str(Path(shutil.which("sam")).parent / "python"))
     script = (
