@@ -41,9 +41,9 @@ from typing import Any, Final
 import numpy as np
 
 from model_build.data.dataset import discover
-from model_build.data.holdout import HOLDOUT_SPLIT, with_holdout
 from model_build.data.prepare import prepare_split
 from model_build.data.rowfile import RowFile
+from model_build.data.splits import CALIBRATION, HELD_OUT, TRAIN, assign_roles
 from model_build.evaluation.metrics import classification_report, top_k_accuracy
 from model_build.evaluation.thresholds import fit_and_measure
 from model_build.evaluation.unfamiliarity import (
@@ -188,7 +188,7 @@ def logits_of(head, features: np.ndarray) -> np.ndarray | None:
 
 
 def load_data(data_dir: Path, label_limit: int | None, holdout_fraction: float = 0.5):
-    dataset = with_holdout(discover(data_dir), holdout_fraction)
+    dataset = assign_roles(discover(data_dir), held_out_fraction=holdout_fraction)
     if label_limit:
         keep = set(dataset.labels[:label_limit])
         dataset = dataset.without(
@@ -196,7 +196,7 @@ def load_data(data_dir: Path, label_limit: int | None, holdout_fraction: float =
         )
     splits = {
         name: prepare_split(dataset, name, cache_dir=REPOSITORY_ROOT / ".cache" / "prepared")
-        for name in ("train", "val", HOLDOUT_SPLIT)
+        for name in ("train", "selection", "calibration", "held_out")
     }
     labels = list(dataset.labels[:label_limit] if label_limit else dataset.labels)
     return dataset, labels, splits
@@ -370,7 +370,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     started = time.monotonic()
     _, labels, splits = load_data(Path(args.data), args.labels)
     timings["prepare_s"] = time.monotonic() - started
-    train, val, held_out = splits["train"], splits["val"], splits[HOLDOUT_SPLIT]
+    # The calibration role (the part of val/ not held out) fits what the bench calls "val".
+    train, val, held_out = splits[TRAIN], splits[CALIBRATION], splits[HELD_OUT]
     classes = len(labels)
     print(
         f"real photos: {classes} labels, train {len(train)}, val {len(val)}, "

@@ -73,7 +73,7 @@ def _real_weights_learn_far_above_the_random_backbone_control(real_run) -> None:
 
     _, run_dir, _ = real_run
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    assert metrics["evaluation"]["split"] == "holdout"  # numbers on photos nothing was fitted on
+    assert metrics["evaluation"]["split"] == "held_out"  # numbers on photos nothing was fitted on
     assert metrics["evaluation"]["images"] >= 20
 
     # The control: the same head on a frozen MobileNetV2 with random weights (what --weights none
@@ -81,7 +81,8 @@ def _real_weights_learn_far_above_the_random_backbone_control(real_run) -> None:
     keras.utils.set_random_seed(0)
     control = build_model("mobilenet_v2", num_classes=len(LABELS), weights=None)
 
-    train_split, held_split = (run_split(RunFolder(run_dir), name) for name in ("train", "holdout"))
+    run = RunFolder(run_dir)
+    train_split, held_split = (run_split(run, name) for name in ("train", "held_out"))
     train_images, train_labels = train_split.pixels, train_split.label_indices
     held_images, held_labels = held_split.pixels, held_split.label_indices
     features = compute_features(
