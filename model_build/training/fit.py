@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import keras
 import numpy as np
@@ -235,18 +236,19 @@ def train(
 
     Returns the model holding its best weights (val accuracy), as saved in ``model.keras``.
     """
+    inputs = PhaseInputs(plan, run, model, train_split, val_split, strategy)
     best = BestWeights(model, -math.inf)
     done = run.phase1_epochs()
     if done is not None:
         print(f"phase 1 already complete ({done} epochs); skipping it")
     elif plan.uses_feature_cache:
-        train_head_on_features(plan, run, model, train_split, val_split, strategy, best)
+        train_head_on_features(inputs, best)
     else:
-        train_plain(plan, run, model, train_split, val_split, strategy, best)
+        train_plain(inputs, best)
     if plan.config.fine_tune_layers > 0 and plan.uses_backbone:
         _restore_best(run, model, best)
         best = BestWeights(model, -math.inf)
-        fine_tune(plan, run, model, train_split, val_split, strategy, best)
+        fine_tune(inputs, best)
     _restore_best(run, model, best)
     return Trained(model=model, epochs=len(run.history_rows()), best_val_accuracy=best.best)
 
@@ -261,36 +263,33 @@ def _restore_best(run: RunFolder, model: keras.Model, best: BestWeights) -> None
         model.load_weights(run.model_file)
 
 
-def train_plain(
-    plan: Plan,
-    run: RunFolder,
-    model: keras.Model,
-    train_split: PreparedSplit,
-    val_split: PreparedSplit,
-    strategy,
-    best: BestWeights,
-) -> int:
+@dataclass(frozen=True)
+class PhaseInputs:
+    """What every training phase works on: the plan, the run folder, the model, the prepared
+    splits (``train`` fits, ``val`` chooses the checkpoint) and the distribution strategy."""
+
+    plan: Plan
+    run: RunFolder
+    model: keras.Model
+    train_split: PreparedSplit
+    val_split: PreparedSplit
+    strategy: Any
+
+
+def train_plain(inputs: PhaseInputs, best: BestWeights) -> int:
     """Phase 1 on the fly: augmented batches from the prepared arrays through the whole model."""
-    config = plan.config
-    with strategy.scope():
-        _compile(model, plan, plan.learning_rate)
+    plan = inputs.plan
+    with inputs.strategy.scope():
+        _compile(inputs.model, plan, plan.learning_rate)
     _fit_on_pixels(
-        plan, run, model, train_split, val_split, best,
-        phase="phase1", seed=config.seed, first_epoch=0, last_epoch=config.epochs,
-    )  # fmt: skip
-    return run.finish_phase1()
+        inputs, best, phase="phase1", seed=plan.config.seed, epochs=(0, plan.config.epochs)
+    )
+    return inputs.run.finish_phase1()
 
 
-def train_head_on_features(
-    plan: Plan,
-    run: RunFolder,
-    model: keras.Model,
-    train_split: PreparedSplit,
-    val_split: PreparedSplit,
-    strategy,
-    best: BestWeights,
-) -> int:
+def train_head_on_features(inputs: PhaseInputs, best: BestWeights) -> int:
     """Phase 1 with ``--feature-cache-views K``: the head alone on cached backbone features."""
+    plan, run, model = inputs.plan, inputs.run, inputs.model
     config = plan.config
     views = config.feature_cache_views
     batch_size = plan.global_batch_size
@@ -298,22 +297,26 @@ def train_head_on_features(
         "seed": config.seed,
         "batch_size": batch_size,
         "cache_dir": plan.cache_dir,
-        "strategy": strategy,
+        "strategy": inputs.strategy,
     }
-    train_features = cached_features(model, train_split, views=views, name="train", **settings)
-    val_features = cached_features(model, val_split, views=0, name="val", **settings)
+    train_features = cached_features(
+        model, inputs.train_split, views=views, name="train", **settings
+    )
+    val_features = cached_features(model, inputs.val_split, views=0, name="val", **settings)
     head = model.get_layer(HEAD_NAME)
-    with strategy.scope():
+    with inputs.strategy.scope():
         _compile(head, plan, plan.learning_rate)
     train_data, steps = head_train_dataset(
         train_features,
-        train_split.label_indices,
+        inputs.train_split.label_indices,
         views=views,
         batch_size=batch_size,
         seed=config.seed,
         first_epoch=run.backed_up_epochs("phase1"),
     )
-    val_data = head_eval_dataset(val_features, val_split.label_indices, batch_size=batch_size)
+    val_data = head_eval_dataset(
+        val_features, inputs.val_split.label_indices, batch_size=batch_size
+    )
     checkpoint = SaveFullModel(model, run.model_file)
     best.target = model
     head.fit(
@@ -330,66 +333,52 @@ def train_head_on_features(
     return run.finish_phase1()
 
 
-def fine_tune(
-    plan: Plan,
-    run: RunFolder,
-    model: keras.Model,
-    train_split: PreparedSplit,
-    val_split: PreparedSplit,
-    strategy,
-    best: BestWeights,
-) -> int:
+def fine_tune(inputs: PhaseInputs, best: BestWeights) -> int:
     """Phase 2: from the best phase-1 weights, unfreeze the top N backbone layers.
 
     BatchNorm layers stay frozen (and the backbone is called with training=False), so their
     moving statistics are not wrecked by small batches — the keras-io transfer-learning recipe.
     """
+    plan = inputs.plan
     config = plan.config
-    epochs_done = run.phase1_epochs() or 0
-    with strategy.scope():
-        unfreeze_top_layers(backbone_layer(model), config.fine_tune_layers)
-        _compile(model, plan, plan.fine_tune_learning_rate)
+    epochs_done = inputs.run.phase1_epochs() or 0
+    with inputs.strategy.scope():
+        unfreeze_top_layers(backbone_layer(inputs.model), config.fine_tune_layers)
+        _compile(inputs.model, plan, plan.fine_tune_learning_rate)
     _fit_on_pixels(
-        plan, run, model, train_split, val_split, best,
-        phase="fine_tune", seed=config.seed + 1, first_epoch=epochs_done,
-        last_epoch=epochs_done + config.fine_tune_epochs,
-    )  # fmt: skip
-    return len(run.history_rows())
+        inputs,
+        best,
+        phase="fine_tune",
+        seed=config.seed + 1,
+        epochs=(epochs_done, epochs_done + config.fine_tune_epochs),
+    )
+    return len(inputs.run.history_rows())
 
 
 def _fit_on_pixels(
-    plan: Plan,
-    run: RunFolder,
-    model: keras.Model,
-    train_split: PreparedSplit,
-    val_split: PreparedSplit,
-    best: BestWeights,
-    *,
-    phase: str,
-    seed: int,
-    first_epoch: int,
-    last_epoch: int,
+    inputs: PhaseInputs, best: BestWeights, *, phase: str, seed: int, epochs: tuple[int, int]
 ) -> None:
-    """Fit the whole (compiled) model on augmented batches of the prepared arrays, epochs
-    ``first_epoch`` up to ``last_epoch``, with the phase's callbacks: phase 1 on the fly and
+    """Fit the whole (compiled) model on augmented batches of the prepared arrays, from epoch
+    ``epochs[0]`` up to ``epochs[1]``, with the phase's callbacks: phase 1 on the fly and
     fine-tuning both train this way."""
+    plan = inputs.plan
     randomness = EpochRandomness(seed)
     train_data = train_dataset(
-        train_split.pixels,
-        train_split.label_indices,
+        inputs.train_split.pixels,
+        inputs.train_split.label_indices,
         batch_size=plan.global_batch_size,
         seed=seed,
         randomness=randomness,
     )
     val_data = eval_dataset(
-        val_split.pixels, val_split.label_indices, batch_size=plan.global_batch_size
+        inputs.val_split.pixels, inputs.val_split.label_indices, batch_size=plan.global_batch_size
     )
-    model.fit(
+    inputs.model.fit(
         pad_for_replicas(train_data, plan.replicas),
         validation_data=pad_for_replicas(val_data, plan.replicas),
-        initial_epoch=first_epoch,
-        epochs=last_epoch,
-        callbacks=_callbacks(plan, run, phase, randomness, best),
+        initial_epoch=epochs[0],
+        epochs=epochs[1],
+        callbacks=_callbacks(plan, inputs.run, phase, randomness, best),
         shuffle=False,  # the tf.data pipeline shuffles (seeded)
         verbose=plan.verbose,
     )
