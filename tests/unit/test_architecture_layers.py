@@ -22,6 +22,7 @@ PACKAGES = (
     "operations",
     "bench",
     "infra",
+    "deploy_hook",
 )
 
 
@@ -76,6 +77,8 @@ def test_the_repository_keeps_its_layers() -> None:
             "def _later():\n    import tensorflow",
             "no-tensorflow-in-the-lambda-image",
         ),
+        # The pre-traffic hook is deployed alone: even a contract module is out of its reach.
+        ("deploy_hook/pre_traffic.py", "import contracts.catalogue", "deploy-hook-stands-alone"),
     ],
 )
 def test_a_wrong_way_import_fails_the_check(
