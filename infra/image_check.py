@@ -113,9 +113,14 @@ def check_model(model_uri: str, model_version: str) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--path", action="append", default=[], help="prepended to sys.path")
-    parser.add_argument("--model-uri", required=True)
-    parser.add_argument("--model-version", required=True)
+    parser.add_argument(
+        "--path",
+        action="append",
+        default=[],
+        help="prepended to sys.path, may be given again (default: none)",
+    )
+    parser.add_argument("--model-uri", required=True, help="the staged model folder (required)")
+    parser.add_argument("--model-version", required=True, help="the version baked in (required)")
     arguments = parser.parse_args(argv)
     sys.path[:0] = arguments.path
     imported = import_everything()
