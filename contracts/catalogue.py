@@ -54,6 +54,11 @@ REVIEW_QUEUE_VALUE: Final[str] = "NEEDS_REVIEW"
 UPLOADED_AT: Final[str] = "uploaded_at"
 # DynamoDB TTL attribute (epoch seconds) of tombstones.
 EXPIRES_AT: Final[str] = "expires_at"
+# Known photos the deployment's pre-traffic hook (deploy_hook/pre_traffic.py) asks a new worker
+# version to classify, at s3://<uploads bucket>/deploy-probe/<label>/<name>. No bucket
+# notification covers this prefix, and their items are never listed: neither index attribute is
+# ever written for them, so buyers and reviewers cannot see a deployment's check.
+PROBE_PREFIX: Final[str] = "deploy-probe/"
 
 
 class Status(enum.StrEnum):
@@ -196,9 +201,18 @@ class CatalogueItem:
         return object_id(self.bucket, self.key)
 
     @property
+    def is_probe(self) -> bool:
+        """A deployment check's known photo (:data:`PROBE_PREFIX`), never a seller's."""
+        return self.key.startswith(PROBE_PREFIX)
+
+    @property
     def visible_to_buyers(self) -> bool:
         """Buyers see photos the model was sure of and photos a person placed in a category."""
-        return self.status is Status.CATALOGUED and self.category is not None
+        return self.status is Status.CATALOGUED and self.category is not None and not self.is_probe
+
+    @property
+    def waits_for_review(self) -> bool:
+        return self.status is Status.NEEDS_REVIEW and not self.is_probe
 
     def to_attributes(self) -> dict[str, Any]:
         """The item as DynamoDB attributes (Python values; numbers as Decimal, None left out).
@@ -214,9 +228,7 @@ class CatalogueItem:
         # (written before it was recorded) sorts on when it was processed.
         attributes[UPLOADED_AT] = self.uploaded_at or self.processed_at
         attributes[LISTING_CATEGORY] = self.category if self.visible_to_buyers else None
-        attributes[REVIEW_QUEUE] = (
-            REVIEW_QUEUE_VALUE if self.status is Status.NEEDS_REVIEW else None
-        )
+        attributes[REVIEW_QUEUE] = REVIEW_QUEUE_VALUE if self.waits_for_review else None
         return {name: value for name, value in attributes.items() if value is not None}
 
     @classmethod
