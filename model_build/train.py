@@ -218,6 +218,11 @@ def parse_arguments(argv: list[str] | None = None) -> TrainConfig:
         help="confidence that the target holds, Clopper-Pearson, fixed-sequence "
         "(default: %(default)s)",
     )
+    add(
+        "--unfamiliar",
+        help="folder of your own photos unlike every label (not baby products), for the "
+        "unfamiliarity report (default: generated drawings)",
+    )
     add("--workers", type=int, help="decode processes (default: one per CPU)")
     add("--cache-dir", help="prepare and feature cache folder (default: .cache/prepared)")
     add(
@@ -330,6 +335,7 @@ def run(config: TrainConfig) -> int:
         },
         target_precision=config.target_precision,
         threshold_confidence=config.threshold_confidence,
+        unfamiliar_dir=Path(config.unfamiliar) if config.unfamiliar else None,
         batch_size=plan.global_batch_size,
         verbose=1 if plan.verbose == 1 else 0,
     )
@@ -401,6 +407,8 @@ def check_choices(config: TrainConfig) -> None:
     for name in ("feature_cache_views", "fine_tune_layers", "fine_tune_epochs"):
         if getattr(config, name) < 0:
             problems.append(f"--{name.replace('_', '-')} must not be negative")
+    if config.unfamiliar is not None and not Path(config.unfamiliar).is_dir():
+        problems.append(f"--unfamiliar {config.unfamiliar} does not exist or is not a folder")
     if config.data is not None and not Path(config.data).is_dir():
         problems.append(f"data folder {config.data} does not exist or is not a folder")
     if problems:
