@@ -421,12 +421,20 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m local_stack", description="The local stack: the handler on moto."
     )
     parser.add_argument("--images", type=Path, help="folder of photos (default: generated samples)")
-    parser.add_argument("--model", help="publish destination, version folder, version or s3://")
-    parser.add_argument("--json", action="store_true", help="one JSON object per catalogue item")
+    parser.add_argument(
+        "--model",
+        help="publish destination, version folder, version or s3:// (default: ./artifacts)",
+    )
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="one JSON object per catalogue item instead of the table (default: off)",
+    )
     parser.add_argument(
         "--serve",
         action="store_true",
-        help="keep the stack up until Ctrl-C (for `python -m review`); see local_stack.state",
+        help="keep the stack up until Ctrl-C, for `python -m review`; see local_stack.state "
+        "(default: off)",
     )
     arguments = parser.parse_args(argv)
 

@@ -58,6 +58,8 @@ class TrainConfig:
     # with this confidence, certified on the calibration split.
     target_precision: float = 0.98
     threshold_confidence: float = 0.95
+    # Photos unlike every label (not baby products) for the unfamiliarity report; None = drawings.
+    unfamiliar: str | None = None
     workers: int | None = None  # decode processes; None = one per CPU
     cache_dir: str | None = None  # prepare and feature caches; None = .cache/prepared
     deterministic: bool = False  # op determinism also on GPU (always on for CPU-only runs)

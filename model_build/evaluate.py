@@ -21,18 +21,21 @@ def main(argv: list[str] | None = None) -> int:
         "on the held-out split. Removes an earlier export (int8's calibration would be stale).",
     )
     parser.add_argument("run_dir", type=Path)
-    parser.add_argument("--data", type=Path, default=None, help="dataset folder (default: run's)")
+    parser.add_argument(
+        "--data", type=Path, default=None, help="dataset folder (default: the run's)"
+    )
     parser.add_argument(
         "--target-precision",
         type=float,
         default=DEFAULT_TARGET_PRECISION,
-        help="precision the auto-catalogued photos must reach (default 0.98)",
+        help="precision the auto-catalogued photos must reach (default: %(default)s)",
     )
     parser.add_argument(
         "--threshold-confidence",
         type=float,
         default=DEFAULT_CONFIDENCE,
-        help="confidence that the target precision holds (Clopper-Pearson bound; default 0.95)",
+        help="confidence that the target precision holds, Clopper-Pearson bound "
+        "(default: %(default)s)",
     )
     parser.add_argument(
         "--unfamiliar",

@@ -92,60 +92,161 @@ def parse_arguments(argv: list[str] | None = None) -> TrainConfig:
         "--data",
         action="append",
         help="dataset folder: train/ val/ [test/] of label folders, or label folders; given again "
-        "(e.g. a reviewed-photos export), each further folder is added to train only",
+        "(e.g. a reviewed-photos export), each further folder is added to train only "
+        "(default: generated sample data and the small stand-in model)",
     )
-    add("--val-fraction", type=float, default=defaults.val_fraction)
+    add(
+        "--val-fraction",
+        type=float,
+        default=defaults.val_fraction,
+        help="share of each label split off as val by content hash when the dataset has no val/ "
+        "(default: %(default)s)",
+    )
     add(
         "--selection-fraction",
         type=float,
         default=defaults.selection_fraction,
         help="share of each label's train/ photos that chooses the checkpoint, learning-rate "
-        "drops and stopping (never the calibration or held-out photos)",
+        "drops and stopping (never the calibration or held-out photos) (default: %(default)s)",
     )
     add(
         "--holdout-fraction",
         type=float,
         default=defaults.holdout_fraction,
-        help="share of val held out for evaluation when there is no test/ (0 = none)",
+        help="share of val held out for evaluation when there is no test/ (0 = none) "
+        "(default: %(default)s)",
     )
-    add("--out", help="run folder (default runs/<UTC timestamp>; rerun with it to resume)")
-    add("--model", choices=(*BACKBONES, "small"))
+    add("--out", help="run folder; rerun with it to resume (default: runs/<UTC timestamp>)")
+    add(
+        "--model",
+        choices=(*BACKBONES, "small"),
+        help="the reference backbone or the small stand-in CNN "
+        "(default: mobilenet_v2 with --data, small without)",
+    )
     add(
         "--head",
         choices=("reference", "gap"),
         default=defaults.head,
-        help="backbone models' head: the reference head, or global average pooling + dense",
+        help="backbone models' head: the reference head, or global average pooling + dense "
+        "(default: %(default)s)",
     )
-    add("--weights", help="imagenet | PATH to the backbone's no-top weights | none")
-    add("--epochs", type=int)
-    add("--batch-size", type=int, default=defaults.batch_size, help="per device")
-    add("--seed", type=int, default=defaults.seed)
-    add("--learning-rate", type=float, default=defaults.learning_rate, help="for one device")
-    add("--stop-train-accuracy", type=float, default=defaults.stop_train_accuracy)
-    add("--stop-val-accuracy", type=float, default=defaults.stop_val_accuracy)
-    add("--reduce-lr-patience", type=int, default=defaults.reduce_lr_patience)
-    add("--early-stopping-patience", type=int, default=defaults.early_stopping_patience)
-    add("--fine-tune-layers", type=int, default=defaults.fine_tune_layers)
-    add("--fine-tune-learning-rate", type=float, default=defaults.fine_tune_learning_rate)
-    add("--fine-tune-epochs", type=int, default=defaults.fine_tune_epochs)
-    add("--feature-cache-views", type=int, default=defaults.feature_cache_views)
-    add("--publish", help="publish destination (folder or s3://bucket/prefix), or none")
+    add(
+        "--weights",
+        help="imagenet | PATH to the backbone's no-top weights | none "
+        "(default: imagenet for mobilenet_v2)",
+    )
+    add(
+        "--epochs",
+        type=int,
+        help="most epochs; the accuracy thresholds usually stop training earlier "
+        "(default: 50 with --data, 25 on the sample data)",
+    )
+    add(
+        "--batch-size",
+        type=int,
+        default=defaults.batch_size,
+        help="per device (default: %(default)s)",
+    )
+    add(
+        "--seed",
+        type=int,
+        default=defaults.seed,
+        help="seeds the splits, shuffling, augmentation and dropout (default: %(default)s)",
+    )
+    add(
+        "--learning-rate",
+        type=float,
+        default=defaults.learning_rate,
+        help="Adam's rate for one device, scaled with the devices (default: %(default)s)",
+    )
+    add(
+        "--stop-train-accuracy",
+        type=float,
+        default=defaults.stop_train_accuracy,
+        help="stop once train accuracy exceeds this and val accuracy --stop-val-accuracy "
+        "(default: %(default)s)",
+    )
+    add(
+        "--stop-val-accuracy",
+        type=float,
+        default=defaults.stop_val_accuracy,
+        help="see --stop-train-accuracy (default: %(default)s)",
+    )
+    add(
+        "--reduce-lr-patience",
+        type=int,
+        default=defaults.reduce_lr_patience,
+        help="epochs without a better val loss before the learning rate is halved "
+        "(default: %(default)s)",
+    )
+    add(
+        "--early-stopping-patience",
+        type=int,
+        default=defaults.early_stopping_patience,
+        help="epochs without a better val loss before training stops (default: %(default)s)",
+    )
+    add(
+        "--fine-tune-layers",
+        type=int,
+        default=defaults.fine_tune_layers,
+        help="second phase: unfreeze the backbone's top N layers, BatchNorm stays frozen "
+        "(default: %(default)s, no second phase)",
+    )
+    add(
+        "--fine-tune-learning-rate",
+        type=float,
+        default=defaults.fine_tune_learning_rate,
+        help="the second phase's learning rate (default: %(default)s)",
+    )
+    add(
+        "--fine-tune-epochs",
+        type=int,
+        default=defaults.fine_tune_epochs,
+        help="the second phase's epochs (default: %(default)s)",
+    )
+    add(
+        "--feature-cache-views",
+        type=int,
+        default=defaults.feature_cache_views,
+        help="K > 0: compute the frozen backbone's features of K augmented views once and train "
+        "the head on them; far faster on CPU, 5 is a good choice (default: %(default)s, off)",
+    )
+    add(
+        "--publish",
+        help="publish destination (folder or s3://bucket/prefix), or none "
+        "(default: ./artifacts on the sample data, none with --data)",
+    )
     add(
         "--target-precision",
         type=float,
         default=defaults.target_precision,
-        help="precision the auto-catalogued photos must reach (the review threshold's target)",
+        help="precision the auto-catalogued photos must reach, the review threshold's target "
+        "(default: %(default)s)",
     )
     add(
         "--threshold-confidence",
         type=float,
         default=defaults.threshold_confidence,
-        help="confidence that the target holds (Clopper-Pearson, fixed-sequence)",
+        help="confidence that the target holds, Clopper-Pearson, fixed-sequence "
+        "(default: %(default)s)",
     )
-    add("--workers", type=int)
-    add("--cache-dir", help="prepare and feature cache folder (default .cache/prepared)")
-    add("--deterministic", action="store_true", help="op determinism on GPU too (slower)")
-    add("--fresh", action="store_true", help="start a new run even if an unfinished one matches")
+    add(
+        "--unfamiliar",
+        help="folder of your own photos unlike every label (not baby products), for the "
+        "unfamiliarity report (default: generated drawings)",
+    )
+    add("--workers", type=int, help="decode processes (default: one per CPU)")
+    add("--cache-dir", help="prepare and feature cache folder (default: .cache/prepared)")
+    add(
+        "--deterministic",
+        action="store_true",
+        help="op determinism on GPU too, slower (default: off; always on for CPU)",
+    )
+    add(
+        "--fresh",
+        action="store_true",
+        help="start a new run even if an unfinished one matches (default: off, resume it)",
+    )
     values = vars(parser.parse_args(argv))
     folders = values.pop("data") or []
     return TrainConfig(**values, data=folders[0] if folders else None, extra_data=folders[1:])
@@ -242,6 +343,7 @@ def run(config: TrainConfig) -> int:
         },
         target_precision=config.target_precision,
         threshold_confidence=config.threshold_confidence,
+        unfamiliar_dir=Path(config.unfamiliar) if config.unfamiliar else None,
         batch_size=plan.global_batch_size,
         verbose=1 if plan.verbose == 1 else 0,
     )
@@ -311,6 +413,8 @@ def check_choices(config: TrainConfig) -> None:
     for name in ("feature_cache_views", "fine_tune_layers", "fine_tune_epochs"):
         if getattr(config, name) < 0:
             problems.append(f"--{name.replace('_', '-')} must not be negative")
+    if config.unfamiliar is not None and not Path(config.unfamiliar).is_dir():
+        problems.append(f"--unfamiliar {config.unfamiliar} does not exist or is not a folder")
     if config.data is not None and not Path(config.data).is_dir():
         problems.append(f"data folder {config.data} does not exist or is not a folder")
     if problems:

@@ -327,12 +327,14 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m review.reviewed_dataset",
         description="Export every photo a person decided as a training dataset folder.",
     )
-    parser.add_argument("--stack", help="deployed stack: --table and --bucket from its outputs")
+    parser.add_argument(
+        "--stack", help="deployed stack: --table and --bucket from its outputs (default: none)"
+    )
     parser.add_argument("--table", help="catalogue table (default: the running local stack's)")
     parser.add_argument("--bucket", help="uploads bucket (default: the running local stack's)")
-    parser.add_argument("--out", required=True, type=Path, help="new folder to write")
+    parser.add_argument("--out", required=True, type=Path, help="new folder to write (required)")
     parser.add_argument(
-        "--model", help="published model whose labels may be exported (default ./artifacts)"
+        "--model", help="published model whose labels may be exported (default: ./artifacts)"
     )
     parser.add_argument("--region", help="AWS region (default: your AWS configuration's)")
     arguments = parser.parse_args(argv)

@@ -1,5 +1,5 @@
 """Migrating a deployed catalogue from schema version 1 (keyed by ``bucket`` + ``key``) to the
-current table (keyed by ``object_id``), on the local stack, the way README's migration steps do:
+current table (keyed by ``object_id``), on the local stack, the runbook's migration steps:
 
 1. the old stack: bucket with photos, the v1 table full of items the old worker wrote;
 2. ``sam deploy`` of the new template: a key schema change makes CloudFormation *replace* the table

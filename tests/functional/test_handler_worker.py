@@ -1023,7 +1023,7 @@ def test_a_batch_that_fails_entirely_fails_the_invocation(stack: Stack) -> None:
 def test_failed_cold_start_moves_messages_to_the_dlq_and_a_redrive_catalogues_them(
     stack: Stack, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # What the README promises for a cold start that fails (bad model, missing table): every
+    # What the docs promise for a cold start that fails (bad model, missing table): every
     # invocation fails, so each receive counts; after maxReceiveCount (5) the messages are in
     # the DLQ (about an hour on AWS, visibility timeout 730 s), nothing is written, and once the
     # configuration is fixed a redrive catalogues them.

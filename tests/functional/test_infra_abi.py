@@ -72,7 +72,8 @@ def test_the_base_image_facts_name_their_sources() -> None:
 def test_the_chosen_image_is_the_dockerfiles_and_the_templates() -> None:
     base = load_base_image()
     dockerfile = (ROOT / "infra" / "Dockerfile").read_text()
-    (image,) = re.findall(r"^FROM\s+(\S+)", dockerfile, flags=re.MULTILINE)
+    # The first FROM is the base image; the later stages build on it by its stage name.
+    image = re.findall(r"^FROM\s+(\S+)", dockerfile, flags=re.MULTILINE)[0]
     expected = base.image if FACTS["digest"] is None else f"{base.image}@{FACTS['digest']}"
     assert image == expected
     function = read_template()["Resources"]["CatalogueFunction"]["Properties"]

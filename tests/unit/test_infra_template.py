@@ -391,8 +391,10 @@ def test_function_settings_come_from_parameters_and_refs() -> None:
 def test_architecture_matches_the_dockerfile_base_image() -> None:
     (architecture,) = properties("CatalogueFunction")["Architectures"]
     dockerfile = (TEMPLATE_PATH.parent / "infra" / "Dockerfile").read_text()
-    (base,) = re.findall(r"^FROM\s+(\S+)", dockerfile, flags=re.MULTILINE)
+    # The first FROM is the base image; later stages build on it by its stage name.
+    base, *stages = re.findall(r"^FROM\s+(\S+)", dockerfile, flags=re.MULTILINE)
     assert base.endswith(f"-{architecture}"), base
+    assert all("/" not in stage for stage in stages), stages
 
 
 def test_log_group_has_retention_and_is_the_functions() -> None:
