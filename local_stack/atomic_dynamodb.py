@@ -46,7 +46,7 @@ _MARK: Final[str] = "_momee_serialised"
 
 def serialise_dynamodb() -> None:
     """Wrap moto's DynamoDB item methods in one lock (idempotent, for the whole process)."""
-    from moto.dynamodb.models import DynamoDBBackend
+    from moto.dynamodb.models import DynamoDBBackend  # noqa: PLC0415 — moto takes a second to import; only the local stack's servers need it
 
     for name in _ITEM_METHODS:
         original = getattr(DynamoDBBackend, name, None)

@@ -46,6 +46,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
+from local_stack.stack import queue_depth, sqs_event
+
 REPOSITORY_ROOT: Final[Path] = Path(__file__).resolve().parents[2]
 CGROUP_ROOT: Final[Path] = Path("/sys/fs/cgroup")
 MIB: Final[int] = 1024 * 1024
@@ -291,8 +293,6 @@ class LambdaLikeRun:
         self, sqs: Any, queue_url: str, dead_letter_url: str, *, max_invocations: int = 40
     ) -> RunReport:
         """Feed the queue to containers in batches of up to 10 until it is empty."""
-        from local_stack.stack import queue_depth, sqs_event
-
         queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])[
             "Attributes"
         ]["QueueArn"]
@@ -350,7 +350,7 @@ def main() -> None:
     """The container: cold start once, then one invocation per line of stdin."""
     answers = sys.stdout
     sys.stdout = sys.stderr  # the handler's log lines go to the log, not the answer stream
-    from handler import app
+    from handler import app  # noqa: PLC0415 — the cold start itself, after stdout is redirected
 
     app.get_worker()
     for line in sys.stdin:
