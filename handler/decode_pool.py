@@ -25,7 +25,9 @@ A killed or crashed child is replaced at once; a child whose resident set has gr
 Why processes started with ``subprocess`` and not ``multiprocessing.Pool``: Lambda's execution
 environment has no ``/dev/shm``, so ``multiprocessing.Pool`` and ``Queue`` (POSIX semaphores) fail
 there, while ``Process`` and ``Pipe`` work ("Parallel Processing in Python with AWS Lambda", AWS
-Compute Blog). Plain pipes are also all a decoder needs, and the answer is a JSON header plus raw
+Compute Blog,
+https://aws.amazon.com/blogs/compute/parallel-processing-in-python-with-aws-lambda/
+). Plain pipes are also all a decoder needs, and the answer is a JSON header plus raw
 pixels, never a pickle. A memory cgroup per decoder is not possible on Lambda (no writable
 cgroupfs); ``setrlimit`` is an ordinary system call there.
 """

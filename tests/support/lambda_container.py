@@ -46,6 +46,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
+from handler import app
 from local_stack.stack import queue_depth, sqs_event
 
 REPOSITORY_ROOT: Final[Path] = Path(__file__).resolve().parents[2]
@@ -348,10 +349,10 @@ class _Context:
 
 def main() -> None:
     """The container: cold start once, then one invocation per line of stdin."""
-    answers = sys.stdout
-    sys.stdout = sys.stderr  # the handler's log lines go to the log, not the answer stream
-    from handler import app  # noqa: PLC0415 — the cold start itself, after stdout is redirected
-
+    # The answers get a descriptor of their own; file descriptor 1, where the handler's logger
+    # and metrics write (they hold sys.stdout since import), now goes to the log.
+    answers = os.fdopen(os.dup(1), "w", buffering=1)
+    os.dup2(2, 1)
     app.get_worker()
     for line in sys.stdin:
         request = json.loads(line)
