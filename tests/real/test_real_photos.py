@@ -95,7 +95,10 @@ def _real_weights_learn_far_above_the_random_backbone_control(real_run) -> None:
     control_accuracy = float(np.mean(np.asarray(head(np.asarray(held))).argmax(1) == held_labels))
 
     majority = max(v["support"] for v in metrics["per_label"].values()) / metrics["images"]
-    assert metrics["accuracy"] >= 0.8, metrics["accuracy"]
+    # Measured 0.778 (35 of 45 held-out photos) once the checkpoint is chosen on the selection slice
+    # of train (issue 19's roles) rather than on val; 0.83 before, when val both chose and reported.
+    # The floor leaves room for a few photos either way; the control below is the real test.
+    assert metrics["accuracy"] >= 0.7, metrics["accuracy"]
     assert control_accuracy <= majority + 0.1, (control_accuracy, majority)
     assert metrics["accuracy"] >= control_accuracy + 0.3
 
