@@ -278,11 +278,11 @@ def int8_row(
         tflite_predict,
     )
     from model_build.release.int8_gate import gate_int8
+    from model_build.training.model import parts_of
 
+    parts = parts_of(model)
     inputs = model.inputs[0]
-    x = model.get_layer("scale_to_minus1_1")(inputs)
-    x = model.get_layer("mobilenet_v2_backbone")(x, training=False)
-    full = keras.Model(inputs, head(x))
+    full = keras.Model(inputs, head(parts.backbone(parts.scaling(inputs), training=False)))
     started = time.monotonic()
     float_bytes = convert_float32(full)
     keras_eval = keras_predict(full, eval_pixels)

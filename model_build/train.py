@@ -44,7 +44,7 @@ from typing import Final
 
 from model_build.config import Plan, TrainConfig, UserError
 from model_build.run_folder import RunFolder, resolve_run_dir
-from model_build.training.backbones import BACKBONES
+from model_build.training.backbones import BACKBONES, fine_tune_block_problem
 
 DEFAULT_SAMPLE_DIR: Final[Path] = Path("data/sample")
 SAMPLE_TRAIN_PER_LABEL: Final[int] = 60
@@ -98,7 +98,27 @@ def parse_arguments(argv: list[str] | None = None) -> TrainConfig:
     add("--fine-tune-layers", type=int, default=defaults.fine_tune_layers)
     add("--fine-tune-learning-rate", type=float, default=defaults.fine_tune_learning_rate)
     add("--fine-tune-epochs", type=int, default=defaults.fine_tune_epochs)
-    add("--feature-cache-views", type=int, default=defaults.feature_cache_views)
+    add(
+        "--fine-tune-from",
+        metavar="BLOCK",
+        help="fine-tune the backbone from this block up (block_1_expand … block_16_expand, e.g. "
+        "block_14_expand) on activations cached below it, after the head trained on the frozen "
+        "features",
+    )
+    add(
+        "--fine-tune-head-learning-rate",
+        type=float,
+        default=defaults.fine_tune_head_learning_rate,
+        help="the head's rate while --fine-tune-from trains the top (the backbone's is "
+        "--fine-tune-learning-rate)",
+    )
+    add(
+        "--feature-cache-views",
+        type=int,
+        default=defaults.feature_cache_views,
+        help="K augmented views per image cached: backbone features for the head, or with "
+        "--fine-tune-from the activations at the block (default there: 2)",
+    )
     add("--publish", help="publish destination (folder or s3://bucket/prefix), or none")
     add("--workers", type=int)
     add("--cache-dir", help="prepare and feature cache folder (default .cache/prepared)")
@@ -254,6 +274,12 @@ def check_choices(config: TrainConfig) -> None:
             "imagenet or PATH, or train the backbone too with --fine-tune-layers N"
         )
     problems = []
+    if config.fine_tune_from:
+        problem = fine_tune_block_problem(config.model, config.fine_tune_from)
+        if problem:
+            problems.append(problem)
+        if config.fine_tune_layers:
+            problems.append("--fine-tune-from and --fine-tune-layers are two ways to do one thing")
     if not 0.0 < config.val_fraction < 1.0:
         problems.append(f"--val-fraction must be between 0 and 1, got {config.val_fraction}")
     if not 0.0 <= config.holdout_fraction < 1.0:
@@ -360,6 +386,7 @@ def make_plan(config: TrainConfig, run: RunFolder, resuming: bool, dataset, repl
         global_batch_size=config.batch_size * replicas,
         learning_rate=config.learning_rate * replicas,
         fine_tune_learning_rate=config.fine_tune_learning_rate * replicas,
+        fine_tune_head_learning_rate=config.fine_tune_head_learning_rate * replicas,
         evaluation_split=evaluation_split_of(dataset.splits),
         verbose=1 if interactive() and sys.stdout.isatty() else 2,
     )

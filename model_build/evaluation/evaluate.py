@@ -165,29 +165,34 @@ def evaluate(
     ``train`` (up to 2,000 of its images) fits the unfamiliarity score
     (:mod:`model_build.evaluation.unfamiliarity`; ``None``: rebuilt from the run folder).
     """
-    from model_build.data.pipeline import predict
+    from model_build.data.pipeline import predict_outputs
     from model_build.evaluation.thresholds import DEFAULT_CONFIDENCE, fit_and_measure
+    from model_build.training.model import FEATURES, PROBABILITIES, parts_of
 
     print(
         f"evaluate: predicting {len(val)} val images"
         + (f" and {len(evaluation)} {evaluation_name} images" if evaluation is not None else ""),
         flush=True,
     )
-    fit_probabilities = predict(
-        model, val.pixels, batch_size=batch_size, verbose=verbose, label="evaluate val"
+    # One pass per photo gives the probabilities and the pooled features (unfamiliarity).
+    classifier = parts_of(model).with_features()
+    fit_outputs = predict_outputs(
+        classifier, val.pixels, batch_size=batch_size, verbose=verbose, label="evaluate val"
     )
+    fit_probabilities = fit_outputs[PROBABILITIES]
     y_fit = val.label_indices
     if evaluation is None:
         print("evaluate: no test/ and nothing held out: numbers are on the data they were fit on")
-        evaluation, probabilities = val, fit_probabilities
+        evaluation, outputs = val, fit_outputs
     else:
-        probabilities = predict(
-            model,
+        outputs = predict_outputs(
+            classifier,
             evaluation.pixels,
             batch_size=batch_size,
             verbose=verbose,
             label=f"evaluate {evaluation_name}",
         )
+    probabilities = outputs[PROBABILITIES]
     y_true = evaluation.label_indices
     calibration = fit_and_measure(
         fit_probabilities,
@@ -208,6 +213,8 @@ def evaluate(
         evaluation.pixels,
         unfamiliar_dir=unfamiliar_dir,
         train=train,
+        val_features=fit_outputs.get(FEATURES),
+        eval_features=outputs.get(FEATURES),
     )
     fit_report = classification_report(y_fit, fit_probabilities.argmax(1), labels)
     summary = {

@@ -121,19 +121,17 @@ def separation(familiar: np.ndarray, unfamiliar: np.ndarray) -> dict[str, float]
 
 
 def pooled_feature_model(model: Any) -> Any | None:
-    """pixels 0..255 → global average of the backbone's last feature map (None without one)."""
+    """pixels 0..255 → global average of the backbone's last feature map (None without one):
+    the features output of the classifier's two-output model."""
     import keras
 
-    from model_build.training.model import backbone_of
+    from model_build.training.model import FEATURES, parts_of
 
-    backbone = backbone_of(model)
-    if backbone is None:
+    parts = parts_of(model)
+    if not parts.has_backbone:
         return None
-    inputs = keras.Input(shape=model.inputs[0].shape[1:], name="image")
-    x = model.get_layer("scale_to_minus1_1")(inputs)
-    x = backbone(x, training=False)
-    pooled = keras.layers.GlobalAveragePooling2D(name="pooled_features")(x)
-    return keras.Model(inputs, pooled, name="pooled_features")
+    both = parts.with_features()
+    return keras.Model(both.inputs, both.outputs[FEATURES], name="pooled_features")
 
 
 def pooled_features(extractor: Any, pixels: np.ndarray, batch_size: int = 32) -> np.ndarray:
@@ -206,9 +204,13 @@ def fit_for_run(
     eval_images: np.ndarray,
     unfamiliar_images: np.ndarray,
     unfamiliar_source: str,
+    val_features: np.ndarray | None = None,
+    eval_features: np.ndarray | None = None,
 ) -> dict[str, Any] | None:
     """Fit the scorer on the run's photos, save ``unfamiliarity.npz``, return the report block.
 
+    ``val_features`` / ``eval_features``: the pooled features of those photos when the caller
+    already has them (evaluation's two-output pass), so the backbone does not run on them again.
     None for a model without a MobileNetV2 backbone (the small demo CNN)."""
     from pathlib import Path
 
@@ -220,16 +222,16 @@ def fit_for_run(
         path.unlink(missing_ok=True)
         return None
     train_images, train_labels = train
-    scorer = fit_scorer(
-        pooled_features(extractor, train_images),
-        train_labels,
-        pooled_features(extractor, val_images),
-    )
+    if val_features is None:
+        val_features = pooled_features(extractor, val_images)
+    if eval_features is None:
+        eval_features = pooled_features(extractor, eval_images)
+    scorer = fit_scorer(pooled_features(extractor, train_images), train_labels, val_features)
     scorer.save(path)
     return {
         **report(
             scorer,
-            pooled_features(extractor, eval_images),
+            eval_features,
             pooled_features(extractor, unfamiliar_images),
             unfamiliar_source,
         ),
@@ -268,6 +270,8 @@ def evaluate_unfamiliarity(
     *,
     unfamiliar_dir: Any = None,
     train: Any = None,
+    val_features: np.ndarray | None = None,
+    eval_features: np.ndarray | None = None,
 ) -> dict[str, Any] | None:
     """The evaluation's hook: fit on up to 2,000 training photos, report against unfamiliar ones.
 
@@ -276,9 +280,9 @@ def evaluate_unfamiliarity(
     """
     from model_build.data.prepare import run_split, subset
     from model_build.run_folder import RunFolder
-    from model_build.training.model import backbone_of
+    from model_build.training.model import parts_of
 
-    if backbone_of(model) is None:  # the small demo CNN: no backbone features to score
+    if not parts_of(model).has_backbone:  # the small demo CNN: no backbone features to score
         from pathlib import Path
 
         from contracts.unfamiliarity import UNFAMILIARITY_FILE
@@ -305,4 +309,6 @@ def evaluate_unfamiliarity(
         eval_images=eval_images,
         unfamiliar_images=unfamiliar,
         unfamiliar_source=source,
+        val_features=val_features,
+        eval_features=eval_features,
     )

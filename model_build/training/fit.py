@@ -36,7 +36,7 @@ import numpy as np
 from model_build.config import Plan
 from model_build.data.prepare import PreparedSplit
 from model_build.run_folder import RunFolder
-from model_build.training.model import backbone_layer
+from model_build.training.model import parts_of
 
 KILL_HOOK = "MODEL_BUILD_TEST_KILL_AT"
 
@@ -249,6 +249,8 @@ def train(
 
     Returns the model holding its best weights (val accuracy), as saved in ``model.keras``.
     """
+    if plan.fine_tunes_from_block:
+        return train_from_activations(plan, run, model, train_split, val_split, strategy)
     best = BestWeights(model, -math.inf)
     done = run.phase1_epochs()
     if done is not None:
@@ -325,28 +327,33 @@ def train_head_on_features(
     val_split: PreparedSplit,
     strategy,
     best: BestWeights,
+    features: tuple[list[np.ndarray], list[np.ndarray]] | None = None,
 ) -> int:
-    """Phase 1 with ``--feature-cache-views K``: the head alone on cached backbone features."""
+    """Phase 1 with ``--feature-cache-views K``: the head alone on cached backbone features
+    (``features``: the train views' and val's, when already computed — from activations)."""
     from model_build.data.pipeline import EpochRandomness, pad_for_replicas
     from model_build.training.feature_cache import (
         cached_features,
         head_eval_dataset,
         head_train_dataset,
     )
-    from model_build.training.model import HEAD_NAME
 
     config = plan.config
-    views = config.feature_cache_views
     batch_size = plan.global_batch_size
-    settings = {
-        "seed": config.seed,
-        "batch_size": batch_size,
-        "cache_dir": plan.cache_dir,
-        "strategy": strategy,
-    }
-    train_features = cached_features(model, train_split, views=views, name="train", **settings)
-    val_features = cached_features(model, val_split, views=0, name="val", **settings)
-    head = model.get_layer(HEAD_NAME)
+    if features is None:
+        views = config.feature_cache_views
+        settings = {
+            "seed": config.seed,
+            "batch_size": batch_size,
+            "cache_dir": plan.cache_dir,
+            "strategy": strategy,
+        }
+        train_features = cached_features(model, train_split, views=views, name="train", **settings)
+        val_features = cached_features(model, val_split, views=0, name="val", **settings)
+    else:
+        train_features, val_features = features
+        views = len(train_features)
+    head = parts_of(model).head
     with strategy.scope():
         _compile(head, plan, plan.learning_rate)
     train_data, steps = head_train_dataset(
@@ -398,7 +405,7 @@ def fine_tune(
     config = plan.config
     epochs_done = run.phase1_epochs() or 0
     with strategy.scope():
-        unfreeze_top_layers(backbone_layer(model), config.fine_tune_layers)
+        unfreeze_top_layers(parts_of(model).backbone, config.fine_tune_layers)
         _compile(model, plan, plan.fine_tune_learning_rate)
     randomness = EpochRandomness(config.seed + 1)
     train_data = train_dataset(
@@ -431,3 +438,135 @@ def unfreeze_top_layers(backbone: keras.Model, count: int) -> None:
     for index, layer in enumerate(backbone.layers):
         in_top = index >= len(backbone.layers) - count
         layer.trainable = in_top and not isinstance(layer, keras.layers.BatchNormalization)
+
+
+def train_from_activations(
+    plan: Plan,
+    run: RunFolder,
+    model: keras.Model,
+    train_split: PreparedSplit,
+    val_split: PreparedSplit,
+    strategy,
+) -> Trained:
+    """``--fine-tune-from BLOCK``: activations at the block cached once per view, the head on the
+    frozen features derived from them, then the top blocks and the head fine-tuned on them
+    (:mod:`model_build.training.fine_tune`). Returns the whole model with its best weights."""
+    from model_build.training.fine_tune import (
+        cached_activations,
+        features_from_activations,
+        split_backbone,
+    )
+
+    config = plan.config
+    parts = parts_of(model)
+    block = config.fine_tune_from
+    below, top = split_backbone(parts.backbone, block)
+    views = plan.activation_views
+    settings = {
+        "block": block,
+        "seed": config.seed,
+        "batch_size": plan.global_batch_size,
+        "cache_dir": plan.cache_dir,
+        "strategy": strategy,
+    }
+    train_activations = cached_activations(
+        parts, below, train_split, views=views, name="train", **settings
+    )
+    val_activations = cached_activations(parts, below, val_split, views=0, name="val", **settings)
+    best = BestWeights(model, -math.inf)
+    done = run.phase1_epochs()
+    if done is not None:
+        print(f"phase 1 already complete ({done} epochs); skipping it")
+    else:
+        derived = {
+            "block": block,
+            "batch_size": plan.global_batch_size,
+            "cache_dir": plan.cache_dir,
+            "strategy": strategy,
+        }
+        features = (
+            features_from_activations(
+                parts, top, train_activations, content_hash=train_split.content_hash,
+                name="train", **derived,
+            ),
+            features_from_activations(
+                parts, top, val_activations, content_hash=val_split.content_hash,
+                name="val", **derived,
+            ),
+        )  # fmt: skip
+        train_head_on_features(
+            plan, run, model, train_split, val_split, strategy, best, features=features
+        )
+    _restore_best(run, model, best)
+    best = BestWeights(model, -math.inf)
+    fine_tune_top(
+        plan, run, model, top, (train_activations, train_split.label_indices),
+        (val_activations, val_split.label_indices), strategy, best,
+    )  # fmt: skip
+    _restore_best(run, model, best)
+    return Trained(model=model, epochs=len(run.history_rows()), best_val_accuracy=best.best)
+
+
+def fine_tune_top(
+    plan: Plan,
+    run: RunFolder,
+    model: keras.Model,
+    top: keras.Model,
+    train: tuple[list[np.ndarray], np.ndarray],
+    val: tuple[list[np.ndarray], np.ndarray],
+    strategy,
+    best: BestWeights,
+) -> int:
+    """Phase 2 of ``--fine-tune-from``: the top blocks (BatchNorm in inference mode) and the
+    warm-started head on the cached activations, two learning rates; checkpoints the whole
+    model."""
+    from model_build.data.pipeline import EpochRandomness, pad_for_replicas
+    from model_build.training.feature_cache import head_eval_dataset, head_train_dataset
+    from model_build.training.fine_tune import (
+        compile_two_rates,
+        fine_tuning_model,
+        freeze_for_fine_tuning,
+    )
+
+    config = plan.config
+    (train_activations, train_labels), (val_activations, val_labels) = train, val
+    epochs_done = run.phase1_epochs() or 0
+    with strategy.scope():
+        freeze_for_fine_tuning(top)
+        trainer = fine_tuning_model(top, parts_of(model).head)
+        compile_two_rates(
+            trainer,
+            top,
+            head_learning_rate=plan.fine_tune_head_learning_rate,
+            backbone_learning_rate=plan.fine_tune_learning_rate,
+            replicas=plan.replicas,
+        )
+    completed = max(run.backed_up_epochs("fine_tune") - epochs_done, 0)
+    train_data, steps = head_train_dataset(
+        train_activations,
+        train_labels,
+        views=len(train_activations),
+        batch_size=plan.global_batch_size,
+        seed=config.seed + 1,
+        first_epoch=completed,
+    )
+    val_data = head_eval_dataset(val_activations, val_labels, batch_size=plan.global_batch_size)
+    best.target = model
+    trainer.fit(
+        pad_for_replicas(train_data, plan.replicas),
+        validation_data=pad_for_replicas(val_data, plan.replicas),
+        initial_epoch=epochs_done,
+        epochs=epochs_done + config.fine_tune_epochs,
+        steps_per_epoch=steps,
+        callbacks=_callbacks(
+            plan,
+            run,
+            "fine_tune",
+            EpochRandomness(config.seed + 1),
+            best,
+            checkpoint=SaveFullModel(model, run.model_file),
+        ),
+        shuffle=False,
+        verbose=plan.verbose,
+    )
+    return len(run.history_rows())

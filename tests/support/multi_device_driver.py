@@ -26,7 +26,7 @@ from model_build.run_folder import RunFolder  # noqa: E402
 from model_build.train import make_plan  # noqa: E402
 from model_build.training.feature_cache import feature_extractor  # noqa: E402
 from model_build.training.fit import train  # noqa: E402
-from model_build.training.model import backbone_layer, build_model  # noqa: E402
+from model_build.training.model import build_model, parts_of  # noqa: E402
 
 out = Path(sys.argv[1])
 result: dict = {}
@@ -39,7 +39,7 @@ keras.utils.set_random_seed(0)
 with strategy.scope():
     backbone_model = build_model("mobilenet_v2", num_classes=3, weights=None, image_size=128)
 rng = np.random.default_rng(0)
-for layer in backbone_layer(backbone_model).layers:  # random BatchNorm statistics
+for layer in parts_of(backbone_model).backbone.layers:  # random BatchNorm statistics
     if isinstance(layer, keras.layers.BatchNormalization):
         shape = layer.gamma.shape
         layer.moving_mean.assign(rng.normal(0.0, 0.1, shape))

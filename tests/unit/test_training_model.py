@@ -98,10 +98,10 @@ def test_missing_weights_file_is_a_clear_error(tmp_path: Path) -> None:
 
 def test_fine_tuning_unfreezes_the_top_layers_but_never_batch_norm() -> None:
     from model_build.training.fit import unfreeze_top_layers
-    from model_build.training.model import BACKBONE_NAME
+    from model_build.training.model import parts_of
 
     model = build_model("mobilenet_v2", num_classes=14, weights=None)
-    backbone = model.get_layer(BACKBONE_NAME)
+    backbone = parts_of(model).backbone
 
     unfreeze_top_layers(backbone, 20)
 
