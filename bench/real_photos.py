@@ -172,10 +172,10 @@ def logits_of(head, features: np.ndarray) -> np.ndarray | None:
 
 def load_data(data_dir: Path, label_limit: int | None, holdout_fraction: float = 0.5):
     from model_build.data.dataset import discover
-    from model_build.data.holdout import HOLDOUT_SPLIT, with_holdout
     from model_build.data.prepare import prepare_split
+    from model_build.data.splits import assign_roles
 
-    dataset = with_holdout(discover(data_dir), holdout_fraction)
+    dataset = assign_roles(discover(data_dir), held_out_fraction=holdout_fraction)
     if label_limit:
         keep = set(dataset.labels[:label_limit])
         dataset = dataset.without(
@@ -183,7 +183,7 @@ def load_data(data_dir: Path, label_limit: int | None, holdout_fraction: float =
         )
     splits = {
         name: prepare_split(dataset, name, cache_dir=REPOSITORY_ROOT / ".cache" / "prepared")
-        for name in ("train", "val", HOLDOUT_SPLIT)
+        for name in ("train", "selection", "calibration", "held_out")
     }
     labels = list(dataset.labels[:label_limit] if label_limit else dataset.labels)
     return dataset, labels, splits

@@ -14,10 +14,10 @@ an older or repeated S3 event overwrite what a newer one wrote (see :func:`event
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+from dataclasses import MISSING, Field, dataclass, field, fields
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any, Final
+from typing import Any, Final, get_args, get_origin, get_type_hints
 
 # S3 sequencers are hexadecimal strings of varying length. The Amazon S3 User Guide ("Event message
 # structure", https://docs.aws.amazon.com/AmazonS3/latest/userguide/notification-content-structure.html)
@@ -117,6 +117,22 @@ class LabelScore:
     score: float
 
 
+class Role(enum.Enum):
+    """What a field of :class:`CatalogueItem` takes part in besides being stored. Each field names
+    its roles where it is declared; every list of attribute names below is derived from them."""
+
+    # A review decision (or its undo) writes it; see review.decisions.
+    DECISION = "decision"
+    # A backfill keeps the stored value (it has no S3 sequencer of its own and is no upload).
+    KEPT_BY_BACKFILL = "kept_by_backfill"
+    # Bookkeeping of the table, not part of the product's view (:meth:`CatalogueItem.to_json`).
+    INTERNAL = "internal"
+
+
+def _roles(*roles: Role) -> dict[str, frozenset[Role]]:
+    return {"roles": frozenset(roles)}
+
+
 @dataclass(frozen=True)
 class CatalogueItem:
     """One S3 object in the catalogue. ``confidence`` and ``top3`` scores are calibrated.
@@ -126,30 +142,38 @@ class CatalogueItem:
     ``DELETED`` item is a tombstone: it keeps the delete's event order so that an older create
     that arrives late cannot bring the photo back; ``expires_at`` lets DynamoDB's TTL remove it
     once no such event can still be in flight.
+
+    Each field is stored as the DynamoDB attribute of the same name, and a field with a ``None``
+    (or empty) default is optional: left out of the item when it has no value, and removed from
+    the table when a write lacks it. Adding a field is one line here (with its roles), nothing
+    else: :meth:`to_attributes`, :meth:`from_attributes`, :meth:`to_json` and the attribute lists
+    below (:data:`OPTIONAL_ATTRIBUTES` and the others) follow from the declaration.
     """
 
     bucket: str
     key: str
-    status: Status
+    status: Status = field(metadata=_roles(Role.DECISION))
     model_version: str
-    event_order: str
+    event_order: str = field(metadata=_roles(Role.KEPT_BY_BACKFILL, Role.INTERNAL))
     processed_at: str
-    category: str | None = None
+    category: str | None = field(default=None, metadata=_roles(Role.DECISION))
     confidence: float | None = None
     top3: tuple[LabelScore, ...] = field(default_factory=tuple)
-    reason: str | None = None
+    reason: str | None = field(default=None, metadata=_roles(Role.DECISION))
     etag: str | None = None
     size: int | None = None
     width: int | None = None
     height: int | None = None
-    sequencer: str | None = None
-    uploaded_at: str | None = None
-    category_source: CategorySource = CategorySource.MODEL
-    reviewed_by: str | None = None
-    reviewed_at: str | None = None
-    review_outcome: ReviewOutcome | None = None
-    expires_at: int | None = None
-    schema_version: int = SCHEMA_VERSION
+    sequencer: str | None = field(default=None, metadata=_roles(Role.KEPT_BY_BACKFILL))
+    uploaded_at: str | None = field(default=None, metadata=_roles(Role.KEPT_BY_BACKFILL))
+    category_source: CategorySource = field(
+        default=CategorySource.MODEL, metadata=_roles(Role.DECISION)
+    )
+    reviewed_by: str | None = field(default=None, metadata=_roles(Role.DECISION))
+    reviewed_at: str | None = field(default=None, metadata=_roles(Role.DECISION))
+    review_outcome: ReviewOutcome | None = field(default=None, metadata=_roles(Role.DECISION))
+    expires_at: int | None = field(default=None, metadata=_roles(Role.INTERNAL))
+    schema_version: int = field(default=SCHEMA_VERSION, metadata=_roles(Role.INTERNAL))
 
     def __post_init__(self) -> None:
         if self.status is Status.REJECTED:
@@ -183,34 +207,16 @@ class CatalogueItem:
         disagree with the status: ``listing_category`` exists only on what buyers may see,
         ``review_queue`` only on what waits for a person.
         """
-        listed_at = self.uploaded_at or self.processed_at
-        attributes: dict[str, Any] = {
-            OBJECT_ID: self.object_id,
-            "schema_version": self.schema_version,
-            "bucket": self.bucket,
-            "key": self.key,
-            "status": self.status.value,
-            "model_version": self.model_version,
-            "event_order": self.event_order,
-            "processed_at": self.processed_at,
-            "uploaded_at": listed_at,
-            "category": self.category,
-            "confidence": _decimal(self.confidence),
-            "top3": [{"label": s.label, "score": _decimal(s.score)} for s in self.top3] or None,
-            "reason": self.reason,
-            "etag": self.etag,
-            "size": self.size,
-            "width": self.width,
-            "height": self.height,
-            "sequencer": self.sequencer,
-            "category_source": self.category_source.value,
-            "reviewed_by": self.reviewed_by,
-            "reviewed_at": self.reviewed_at,
-            "review_outcome": None if self.review_outcome is None else self.review_outcome.value,
-            "expires_at": self.expires_at,
-            LISTING_CATEGORY: self.category if self.visible_to_buyers else None,
-            REVIEW_QUEUE: REVIEW_QUEUE_VALUE if self.status is Status.NEEDS_REVIEW else None,
-        }
+        attributes: dict[str, Any] = {OBJECT_ID: self.object_id}
+        for item_field in fields(self):
+            attributes[item_field.name] = _stored(getattr(self, item_field.name))
+        # Buyers' listings and the review queue sort on the upload time; an item without one
+        # (written before it was recorded) sorts on when it was processed.
+        attributes[UPLOADED_AT] = self.uploaded_at or self.processed_at
+        attributes[LISTING_CATEGORY] = self.category if self.visible_to_buyers else None
+        attributes[REVIEW_QUEUE] = (
+            REVIEW_QUEUE_VALUE if self.status is Status.NEEDS_REVIEW else None
+        )
         return {name: value for name, value in attributes.items() if value is not None}
 
     @classmethod
@@ -222,70 +228,107 @@ class CatalogueItem:
         were all the model's) and no tombstones; they are read as such and rewritten as the
         current version by the next event or backfill of their object.
         """
-
-        def number(name: str, kind: type) -> Any:
-            value = attributes.get(name)
-            return None if value is None else kind(value)
-
-        outcome = attributes.get("review_outcome")
-        return cls(
-            bucket=attributes["bucket"],
-            key=attributes["key"],
-            status=Status(attributes["status"]),
-            model_version=attributes["model_version"],
-            event_order=attributes["event_order"],
-            processed_at=attributes["processed_at"],
-            category=attributes.get("category"),
-            confidence=number("confidence", float),
-            top3=tuple(
-                LabelScore(label=entry["label"], score=float(entry["score"]))
-                for entry in attributes.get("top3", [])
-            ),
-            reason=attributes.get("reason"),
-            etag=attributes.get("etag"),
-            size=number("size", int),
-            width=number("width", int),
-            height=number("height", int),
-            sequencer=attributes.get("sequencer"),
-            uploaded_at=attributes.get("uploaded_at", attributes["processed_at"]),
-            category_source=CategorySource(attributes.get("category_source", "model")),
-            reviewed_by=attributes.get("reviewed_by"),
-            reviewed_at=attributes.get("reviewed_at"),
-            review_outcome=None if outcome is None else ReviewOutcome(outcome),
-            expires_at=number("expires_at", int),
-            schema_version=number("schema_version", int) or 1,
-        )
+        values: dict[str, Any] = {}
+        for item_field in fields(cls):
+            value = attributes.get(item_field.name)
+            if value is not None:
+                values[item_field.name] = _read(_FIELD_TYPES[item_field.name], value)
+        values.setdefault(UPLOADED_AT, values["processed_at"])
+        values.setdefault("schema_version", 1)
+        return cls(**values)
 
     def to_json(self) -> dict[str, Any]:
-        """A plain JSON-ready view (floats, not Decimals), as the local stack prints it."""
+        """A plain JSON-ready view (floats, not Decimals), as the local stack prints it: every
+        field but the table's bookkeeping (:attr:`Role.INTERNAL`)."""
         return {
-            "bucket": self.bucket,
-            "key": self.key,
-            "status": self.status.value,
-            "category": self.category,
-            "confidence": self.confidence,
-            "top3": [{"label": s.label, "score": s.score} for s in self.top3],
-            "reason": self.reason,
-            "model_version": self.model_version,
-            "etag": self.etag,
-            "size": self.size,
-            "width": self.width,
-            "height": self.height,
-            "sequencer": self.sequencer,
-            "uploaded_at": self.uploaded_at,
-            "processed_at": self.processed_at,
-            "category_source": self.category_source.value,
-            "reviewed_by": self.reviewed_by,
-            "reviewed_at": self.reviewed_at,
-            "review_outcome": None if self.review_outcome is None else self.review_outcome.value,
+            item_field.name: _plain(getattr(self, item_field.name))
+            for item_field in fields(self)
+            if Role.INTERNAL not in _roles_of(item_field)
         }
+
+
+def _roles_of(item_field: Field[Any]) -> frozenset[Role]:
+    return item_field.metadata.get("roles", frozenset())
+
+
+def _is_optional(item_field: Field[Any]) -> bool:
+    return item_field.default is None or item_field.default_factory is not MISSING
+
+
+_FIELD_TYPES: Final[dict[str, Any]] = get_type_hints(CatalogueItem)
+_FIELDS: Final[tuple[Field[Any], ...]] = fields(CatalogueItem)
+# The sparse index attributes, derived in :meth:`CatalogueItem.to_attributes` from ``status`` and
+# ``category`` (as the identity ``object_id`` is from ``bucket`` and ``key``).
+_INDEX_ATTRIBUTES: Final[tuple[str, ...]] = (LISTING_CATEGORY, REVIEW_QUEUE)
+#: Every attribute an item can have in the table.
+ATTRIBUTES: Final[tuple[str, ...]] = (
+    OBJECT_ID,
+    *(item_field.name for item_field in _FIELDS),
+    *_INDEX_ATTRIBUTES,
+)
+#: The attributes an item may lack; a write of an item without one removes it from the table.
+OPTIONAL_ATTRIBUTES: Final[frozenset[str]] = frozenset(
+    item_field.name for item_field in _FIELDS if _is_optional(item_field)
+) | frozenset(_INDEX_ATTRIBUTES)
+#: What a review decision (or its undo) writes; the index attributes follow the status.
+DECISION_ATTRIBUTES: Final[tuple[str, ...]] = (
+    *(item_field.name for item_field in _FIELDS if Role.DECISION in _roles_of(item_field)),
+    *_INDEX_ATTRIBUTES,
+)
+#: What a backfill keeps from the stored item instead of writing its own value.
+KEPT_BY_BACKFILL: Final[frozenset[str]] = frozenset(
+    item_field.name for item_field in _FIELDS if Role.KEPT_BY_BACKFILL in _roles_of(item_field)
+)
+
+
+def _stored(value: Any) -> Any:
+    """A field's value as DynamoDB stores it: enums by value, floats as six-place decimals,
+    nested records as maps, an empty sequence left out (``None``)."""
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, float):
+        # DynamoDB numbers are decimals; six places are plenty for a probability.
+        return Decimal(str(value)).quantize(_SCORE_PLACES)
+    if isinstance(value, tuple):
+        return [_stored_record(entry) for entry in value] or None
+    return value
+
+
+def _stored_record(record: Any) -> dict[str, Any]:
+    return {entry.name: _stored(getattr(record, entry.name)) for entry in fields(record)}
+
+
+def _plain(value: Any) -> Any:
+    """A field's value as plain JSON: enums by value, nested records as dicts."""
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, tuple):
+        return [
+            {entry.name: getattr(record, entry.name) for entry in fields(record)}
+            for record in value
+        ]
+    return value
+
+
+def _read(kind: Any, value: Any) -> Any:
+    """A stored value back as the field's type (``kind``, from the field's annotation)."""
+    members = [member for member in get_args(kind) if member is not type(None)]
+    if get_origin(kind) is tuple:
+        record_type = members[0]
+        hints = get_type_hints(record_type)
+        return tuple(
+            record_type(**{name: _read(hints[name], entry[name]) for name in hints})
+            for entry in value
+        )
+    if members:  # ``X | None``: the value is present, so it is an X.
+        kind = members[0]
+    if kind is float or kind is int:
+        return kind(value)
+    if isinstance(kind, type) and issubclass(kind, enum.Enum):
+        return kind(value)
+    return value
 
 
 def object_id(bucket: str, key: str) -> str:
     """The table's partition key: one value per S3 object, so writes spread over partitions."""
     return f"{bucket}/{key}"
-
-
-def _decimal(value: float | None) -> Decimal | None:
-    # DynamoDB numbers are decimals; six places are plenty for a probability.
-    return None if value is None else Decimal(str(value)).quantize(_SCORE_PLACES)

@@ -34,15 +34,17 @@ A write whose condition fails is reported as *stale* (``False``), never as an er
 from __future__ import annotations
 
 import time
+from collections.abc import Collection, Iterable
 from typing import Any, Final
 
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import ClientError
 
 from contracts.catalogue import (
-    LISTING_CATEGORY,
+    ATTRIBUTES,
+    KEPT_BY_BACKFILL,
     OBJECT_ID,
-    REVIEW_QUEUE,
+    OPTIONAL_ATTRIBUTES,
     CatalogueItem,
     CategorySource,
     Status,
@@ -58,27 +60,6 @@ from contracts.catalogue import (
 # and failing again) is still safe in the common case: its create finds the object gone (404).
 TOMBSTONE_TTL_SECONDS: Final[int] = 16 * 24 * 60 * 60
 
-_OPTIONAL: Final[tuple[str, ...]] = (
-    "category",
-    "confidence",
-    "top3",
-    "reason",
-    "etag",
-    "size",
-    "width",
-    "height",
-    "sequencer",
-    "reviewed_by",
-    "reviewed_at",
-    "review_outcome",
-    "expires_at",
-    LISTING_CATEGORY,
-    REVIEW_QUEUE,
-)
-_IDENTITY: Final[tuple[str, ...]] = (OBJECT_ID,)
-# Kept from the stored item by a backfill, which has no S3 sequencer of its own and is no upload:
-# the object keeps the upload time buyers' listings sort on.
-_KEPT_BY_BACKFILL: Final[tuple[str, ...]] = ("event_order", "sequencer", "uploaded_at")
 _HUMAN: Final[str] = CategorySource.HUMAN.value
 _serializer = TypeSerializer()
 _deserializer = TypeDeserializer()
@@ -92,13 +73,14 @@ def write_item(dynamodb: Any, table: str, item: CatalogueItem, *, backfill: bool
     """Write ``item`` if the event that produced it is not stale. Returns whether it was written."""
     if item.status is Status.DELETED:
         raise ValueError("a tombstone is written with write_tombstone")
-    expression, names, values = _update(item, backfill=backfill)
+    expression, names, values = update_expression(item, kept=KEPT_BY_BACKFILL if backfill else ())
     names.update(
         {
             "#event_order": "event_order",
             "#model_version": "model_version",
             "#category_source": "category_source",
             "#status": "status",
+            "#id": OBJECT_ID,
         }
     )
     values[":human"] = {"S": _HUMAN}
@@ -149,8 +131,8 @@ def write_tombstone(dynamodb: Any, table: str, item: CatalogueItem) -> bool:
     when a newer item stays (``True`` when the tombstone was written, over an item or none)."""
     if item.status is not Status.DELETED:
         raise ValueError("write_tombstone writes DELETED items only")
-    expression, names, values = _update(item, backfill=False)
-    names["#event_order"] = "event_order"
+    expression, names, values = update_expression(item)
+    names.update({"#event_order": "event_order", "#id": OBJECT_ID})
     # "<=": with sequencers two different events never tie; with event times (moto) a tie is
     # settled for the delete, because the worker saw that the object is gone. A person's decision
     # does not protect the item: the photo itself is gone.
@@ -158,31 +140,41 @@ def write_tombstone(dynamodb: Any, table: str, item: CatalogueItem) -> bool:
     return conditional_update(dynamodb, table, item, expression, condition, names, values)
 
 
-def _update(item: CatalogueItem, *, backfill: bool) -> tuple[str, dict[str, str], dict[str, Any]]:
-    """``SET`` every attribute of ``item``, ``REMOVE`` every optional one it lacks."""
-    attributes = item.to_attributes()
-    names: dict[str, str] = {"#id": OBJECT_ID}
+def update_expression(
+    item: CatalogueItem,
+    *,
+    attributes: Iterable[str] | None = None,
+    kept: Collection[str] = (),
+) -> tuple[str, dict[str, str], dict[str, Any]]:
+    """The one ``SET … REMOVE …`` update expression that writes ``item``, with its names and values.
+
+    Of ``attributes`` (every attribute but the key by default), each one the item has is SET and
+    each optional one it lacks is REMOVEd, so no value of an earlier write outlives it. Those in
+    ``kept`` are set only where the stored item has none (``if_not_exists``) and never removed.
+    Placeholders are ``#name`` and ``:name``, so a condition may name the same attributes.
+    """
+    written = item.to_attributes()
+    scope = [name for name in ATTRIBUTES if name != OBJECT_ID] if attributes is None else attributes
+    names: dict[str, str] = {}
     values: dict[str, Any] = {}
     assignments: list[str] = []
-    for name, value in attributes.items():
-        if name in _IDENTITY:
-            continue
-        names[f"#{name}"] = name
-        values[f":{name}"] = _serializer.serialize(value)
-        if backfill and name in _KEPT_BY_BACKFILL:
-            assignments.append(f"#{name} = if_not_exists(#{name}, :{name})")
-        else:
-            assignments.append(f"#{name} = :{name}")
-    removed = [
-        name
-        for name in _OPTIONAL
-        if name not in attributes and not (backfill and name in _KEPT_BY_BACKFILL)
-    ]
-    for name in removed:
-        names[f"#{name}"] = name
+    removals: list[str] = []
+    for name in scope:
+        if name not in ATTRIBUTES or name == OBJECT_ID:
+            raise ValueError(f"{name!r} is not an attribute a write can change")
+        if name in written:
+            names[f"#{name}"] = name
+            values[f":{name}"] = _serializer.serialize(written[name])
+            if name in kept:
+                assignments.append(f"#{name} = if_not_exists(#{name}, :{name})")
+            else:
+                assignments.append(f"#{name} = :{name}")
+        elif name in OPTIONAL_ATTRIBUTES and name not in kept:
+            names[f"#{name}"] = name
+            removals.append(f"#{name}")
     expression = "SET " + ", ".join(assignments)
-    if removed:
-        expression += " REMOVE " + ", ".join(f"#{name}" for name in removed)
+    if removals:
+        expression += " REMOVE " + ", ".join(removals)
     return expression, names, values
 
 

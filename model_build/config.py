@@ -34,6 +34,8 @@ class TrainConfig:
     # More dataset folders (--data given again, e.g. a reviewed-photos export): train only.
     extra_data: list[str] = field(default_factory=list)
     val_fraction: float = 0.2  # only when val is split off by content hash
+    # Of train/, per label: the selection split (checkpoint, LR drops, stopping; data.splits).
+    selection_fraction: float = 0.1
     holdout_fraction: float = 0.5  # of val, held out for evaluation when there is no test/
     out: str | None = None  # run folder; None = runs/<UTC timestamp> (or the run being resumed)
     model: str | None = None  # a backbone registry name or small; None = mobilenet_v2 with --data
@@ -112,7 +114,7 @@ class Plan:
     learning_rate: float = 1e-3  # learning_rate x replicas (linear scaling rule)
     fine_tune_learning_rate: float = 1e-5
     fine_tune_head_learning_rate: float = 1e-4
-    evaluation_split: str = "val"  # test | holdout | val: where the reported numbers come from
+    evaluation_split: str = "held_out"  # held_out | calibration: where the numbers are reported
     verbose: int = 2  # Keras progress: 1 = a live bar (terminal), 2 = one line per epoch (logs)
 
     @property
@@ -152,7 +154,7 @@ class Plan:
             f"  weights   {config.weights}",
         ]
         epochs = f"{config.epochs} (stops early at train > {config.stop_train_accuracy}"
-        epochs += f" and val > {config.stop_val_accuracy})"
+        epochs += f" and selection > {config.stop_val_accuracy})"
         batch = f"batch {self.global_batch_size}, Adam {self.learning_rate:g}"
         if self.replicas > 1:
             batch += f" ({self.replicas} replicas × batch {config.batch_size}, rate scaled)"
@@ -177,8 +179,10 @@ class Plan:
                 f"{config.fine_tune_epochs} epochs at {self.fine_tune_learning_rate:g}"
             )
         lines.append(
-            f"  evaluate  on {self.evaluation_split} (temperature and threshold fit on val)"
+            "  roles     train fits; selection chooses checkpoint and schedule; calibration fits "
+            "temperature, threshold, int8 and unfamiliarity"
         )
+        lines.append(f"  evaluate  on {self.evaluation_split} (reports only)")
         lines.append(f"  export    {self.export_dir} (model.tflite, model_int8.tflite)")
         lines.append(f"  publish   {config.publish}")
         resuming = " (resuming an unfinished run)" if self.resuming else ""

@@ -42,6 +42,7 @@ from contracts.artifact import (
     UNFAMILIARITY_FILE,
 )
 from model_build.config import TrainConfig, UserError
+from model_build.data.splits import ROLES
 
 DEFAULT_RUNS_DIR: Final[Path] = Path("runs")
 CONFIG_FILE: Final[str] = "config.json"
@@ -203,6 +204,8 @@ class RunFolder:
                 "labels": list(record.labels),
                 "summary": record.summary,
                 "images": {name: len(split) for name, split in recorded.items()},
+                # What each split was used for (model_build.data.splits): one role per split.
+                "roles": {name: ROLES[name] for name in recorded if name in ROLES},
                 "splits": {
                     name: {
                         "content_hash": split.content_hash,

@@ -5,7 +5,7 @@
 1. settings checked (:mod:`model_build.config`), run folder chosen and proven writable
    (:mod:`model_build.run_folder`);
 2. data discovered — every file hashed once (:mod:`model_build.data.dataset`,
-   :mod:`model_build.data.holdout`);
+   :mod:`model_build.data.splits`: one role per split — train, selection, calibration, held_out);
 3. **the plan printed**, then the weights checked (downloaded if need be) — all before the slow
    part;
 4. audit, which is the decode-once step (:mod:`model_build.data.audit`,
@@ -43,6 +43,16 @@ from pathlib import Path
 from typing import Final
 
 from model_build.config import Plan, TrainConfig, UserError
+from model_build.data.splits import (
+    CALIBRATION,
+    HELD_OUT,
+    SELECTION,
+    TRAIN,
+    assign_roles,
+    check_roles,
+    dataset_contents,
+    reported_split,
+)
 from model_build.run_folder import RunFolder, resolve_run_dir
 from model_build.training.backbones import BACKBONES, fine_tune_block_problem
 
@@ -72,6 +82,13 @@ def parse_arguments(argv: list[str] | None = None) -> TrainConfig:
         "(e.g. a reviewed-photos export), each further folder is added to train only",
     )
     add("--val-fraction", type=float, default=defaults.val_fraction)
+    add(
+        "--selection-fraction",
+        type=float,
+        default=defaults.selection_fraction,
+        help="share of each label's train/ photos that chooses the checkpoint, learning-rate "
+        "drops and stopping (never the calibration or held-out photos)",
+    )
     add(
         "--holdout-fraction",
         type=float,
@@ -175,10 +192,12 @@ def run(config: TrainConfig) -> int:
         name: prepare_split(dataset, name, cache_dir=plan.cache_dir, results=audit.results)
         for name in dataset.splits
     }
-    train, val = splits["train"], splits["val"]
-    if len(train) == 0 or len(val) == 0:
+    train, selection = splits[TRAIN], splits[SELECTION]
+    calibration_split = splits[CALIBRATION]
+    if not (len(train) and len(selection) and len(calibration_split)):
         raise UserError(
-            f"need usable images in train and val (have {len(train)} and {len(val)})",
+            f"need usable images in train, selection and calibration (have {len(train)}, "
+            f"{len(selection)} and {len(calibration_split)}): add photos to train/ and val/",
             EXIT_BAD_DATA,
         )
     run_folder.write_config(config)
@@ -196,7 +215,8 @@ def run(config: TrainConfig) -> int:
         model = build_model(
             config.model, num_classes=len(dataset.labels), weights=config.weights, head=config.head
         )
-    trained = train_model(plan, run_folder, model, train, val, strategy)
+    # The checkpoint, learning-rate drops and stopping see the selection split only.
+    trained = train_model(plan, run_folder, model, train, selection, strategy)
     run_folder.write_state(config, "trained")
     run_folder.remove_backups()
 
@@ -204,7 +224,8 @@ def run(config: TrainConfig) -> int:
     from model_build.evaluation.evaluate import evaluate
     from model_build.release.export import export_model
 
-    held_out = splits[plan.evaluation_split] if plan.evaluation_split != "val" else None
+    held_out = splits[HELD_OUT] if plan.evaluation_split == HELD_OUT else None
+    val = calibration_split
     evaluation = evaluate(
         trained.model,
         run_folder,
@@ -255,7 +276,7 @@ def run(config: TrainConfig) -> int:
     published = f", published {version} to {config.publish}" if version else ""
     best = trained.best_val_accuracy
     print(
-        f"done: best val accuracy {best if best is not None else float('nan'):.4f} after "
+        f"done: best selection accuracy {best if best is not None else float('nan'):.4f} after "
         f"{trained.epochs} epochs in {wall:.0f} s — {run_folder.path}{published}"
     )
     return 0
@@ -280,6 +301,10 @@ def check_choices(config: TrainConfig) -> None:
             problems.append(problem)
         if config.fine_tune_layers:
             problems.append("--fine-tune-from and --fine-tune-layers are two ways to do one thing")
+    if not 0.0 < config.selection_fraction < 1.0:
+        problems.append(
+            f"--selection-fraction must be between 0 and 1, got {config.selection_fraction}"
+        )
     if not 0.0 < config.val_fraction < 1.0:
         problems.append(f"--val-fraction must be between 0 and 1, got {config.val_fraction}")
     if not 0.0 <= config.holdout_fraction < 1.0:
@@ -304,7 +329,6 @@ def _check_publish_destination(config: TrainConfig) -> None:
 
 def discover_data(config: TrainConfig):
     from model_build.data.dataset import DatasetError, add_training_data, discover
-    from model_build.data.holdout import with_holdout
 
     if config.data is None and config.extra_data:
         raise UserError("more --data folders need a first one (the dataset to evaluate on)")
@@ -321,9 +345,15 @@ def discover_data(config: TrainConfig):
         data_dir = Path(config.data)
     try:
         dataset = discover(data_dir, val_fraction=config.val_fraction, seed=config.seed)
-        dataset = with_holdout(dataset, config.holdout_fraction, config.seed)
-        # After the split: more folders only ever add to train (never to val or held-out).
-        return add_training_data(dataset, [Path(folder) for folder in config.extra_data])
+        dataset = assign_roles(
+            dataset,
+            selection_fraction=config.selection_fraction,
+            held_out_fraction=config.holdout_fraction,
+        )
+        # After the roles: more folders only ever add to train (never to another role).
+        dataset = add_training_data(dataset, [Path(folder) for folder in config.extra_data])
+        check_roles(dataset_contents(dataset))
+        return dataset
     except (DatasetError, ValueError) as error:
         raise UserError(str(error), EXIT_BAD_DATA) from error
 
@@ -367,7 +397,6 @@ def make_plan(config: TrainConfig, run: RunFolder, resuming: bool, dataset, repl
     With ``replicas`` devices the global batch is ``batch_size × replicas`` (each replica gets
     ``batch_size``) and the learning rates are scaled by ``replicas`` (the linear scaling rule).
     """
-    from model_build.data.holdout import evaluation_split_of
     from model_build.data.prepare import DEFAULT_CACHE_DIR
     from model_build.progress import interactive
 
@@ -387,7 +416,7 @@ def make_plan(config: TrainConfig, run: RunFolder, resuming: bool, dataset, repl
         learning_rate=config.learning_rate * replicas,
         fine_tune_learning_rate=config.fine_tune_learning_rate * replicas,
         fine_tune_head_learning_rate=config.fine_tune_head_learning_rate * replicas,
-        evaluation_split=evaluation_split_of(dataset.splits),
+        evaluation_split=reported_split(dataset.splits),
         verbose=1 if interactive() and sys.stdout.isatty() else 2,
     )
 

@@ -18,10 +18,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Final
 
-from boto3.dynamodb.types import TypeSerializer
-
 from contracts.catalogue import (
-    LISTING_CATEGORY,
+    DECISION_ATTRIBUTES,
     REVIEW_QUEUE,
     REVIEW_QUEUE_INDEX,
     REVIEW_QUEUE_VALUE,
@@ -31,24 +29,16 @@ from contracts.catalogue import (
     Status,
     utc_now,
 )
-from contracts.catalogue_table import conditional_update, deserialize, read_item
-
-# What a decision (or its undo) writes; everything else of the item is left alone.
-DECISION_ATTRIBUTES: Final[tuple[str, ...]] = (
-    "status",
-    "category",
-    "reason",
-    "category_source",
-    "reviewed_by",
-    "reviewed_at",
-    "review_outcome",
-    LISTING_CATEGORY,
-    REVIEW_QUEUE,
+from contracts.catalogue_table import (
+    conditional_update,
+    deserialize,
+    read_item,
+    update_expression,
 )
+
 # The two outcomes that are not a category, as the console names them.
 NOT_A_PRODUCT: Final[str] = ReviewOutcome.NOT_A_PRODUCT.value
 UNUSABLE: Final[str] = ReviewOutcome.UNUSABLE.value
-_serializer = TypeSerializer()
 
 
 @dataclass(frozen=True)
@@ -222,16 +212,11 @@ def _write(
     names: dict[str, str],
     values: dict[str, Any],
 ) -> bool:
-    attributes = item.to_attributes()
-    assignments, removals = [], []
-    for index, name in enumerate(DECISION_ATTRIBUTES):
-        names[f"#d{index}"] = name
-        if name in attributes:
-            values[f":d{index}"] = _serializer.serialize(attributes[name])
-            assignments.append(f"#d{index} = :d{index}")
-        else:
-            removals.append(f"#d{index}")
-    expression = "SET " + ", ".join(assignments)
-    if removals:
-        expression += " REMOVE " + ", ".join(removals)
+    # Only the decision's own attributes (see contracts.catalogue.Role.DECISION) change; the
+    # model's view of the item stays as the reviewer saw it.
+    expression, update_names, update_values = update_expression(
+        item, attributes=DECISION_ATTRIBUTES
+    )
+    names.update(update_names)
+    values.update(update_values)
     return conditional_update(dynamodb, table, item, expression, condition, names, values)

@@ -10,11 +10,13 @@ Labels are the sorted folder names of the training data (contract 3 of ARCHITECT
 folder in ``val/`` or ``test/`` that has no counterpart in ``train/`` is an error: the model could
 never predict it.
 
-The split is keyed on file *content* (sha256), not on names or listing order: within each label
-the distinct contents are ranked by a seeded hash and the first ``val_fraction`` of them go to
-val, and a content chosen for val takes *every* file with those bytes along. So identical files
-never straddle the split, renaming or re-copying the folder changes nothing, and adding images
-moves only the new ones.
+The split is keyed on the photo's *group* when the dataset names one (a folder level under the
+label folder: ``<label>/<session>/photo.jpg``), else on its file *content* (sha256), never on
+names, listing order or ``--seed``: within each label the units are ranked by a fixed-salt hash
+and the first ``val_fraction`` of them go to val, and a content chosen for val takes *every* file
+with those bytes along. So identical files never straddle the split, renaming or re-copying the
+folder changes nothing, and adding images moves only the new ones. The roles of the splits
+(selection, calibration, held-out) are given out by :mod:`model_build.data.splits`.
 
 Every regular file is listed, whatever its extension, so the audit can report the ones that are
 not images; hidden files and folders (``.DS_Store``, ``.ipynb_checkpoints``) are ignored.
@@ -45,6 +47,9 @@ class Sample:
     label_index: int
     sha256: str  # of the file's bytes; keys the split and the prepare cache
     source: str | None = None  # the extra dataset it came from (None: the main --data folder)
+    # The capture group the dataset names: the first folder level under the label folder
+    # (``<label>/<group>/photo.jpg``); None for a photo directly in its label folder.
+    group: str | None = None
 
 
 @dataclass(frozen=True)
@@ -166,7 +171,14 @@ def add_training_data(dataset: Dataset, folders: list[Path] | tuple[Path, ...]) 
     index = {label: i for i, label in enumerate(labels)}
 
     def relabel(sample: Sample) -> Sample:
-        return Sample(sample.path, sample.label, index[sample.label], sample.sha256, sample.source)
+        return Sample(
+            sample.path,
+            sample.label,
+            index[sample.label],
+            sample.sha256,
+            sample.source,
+            sample.group,
+        )
 
     splits = {split: tuple(map(relabel, samples)) for split, samples in dataset.splits.items()}
     extras: list[ExtraData] = []
@@ -226,7 +238,8 @@ def _is_reviewed_export(root: Path) -> bool:
 def discover(data_dir: Path, *, val_fraction: float = 0.2, seed: int = 0) -> Dataset:
     """Find the labels and the files of every split under ``data_dir``.
 
-    ``val_fraction`` and ``seed`` matter only when val is split off (no ``val/`` folder). Raises
+    ``val_fraction`` matters only when val is split off (no ``val/`` folder); ``seed`` is only
+    recorded (it never chooses photos). Raises
     :class:`DatasetError` for a missing folder, no label folders, or a val/test label that train
     lacks.
     """
@@ -319,40 +332,71 @@ def _samples(files: dict[str, list[Path]], labels: tuple[str, ...]) -> tuple[Sam
             progress.update()
     index = {label: i for i, label in enumerate(labels)}
     return tuple(
-        Sample(path=path, label=label, label_index=index[label], sha256=digest)
+        Sample(
+            path=path,
+            label=label,
+            label_index=index[label],
+            sha256=digest,
+            group=_group_of(path, label),
+        )
         for (label, path), digest in zip(pairs, digests, strict=True)
     )
 
 
-def pick_by_content(
+def _group_of(path: Path, label: str) -> str | None:
+    """The folder under the label folder, when the photo is not directly in it."""
+    parts = path.parts
+    for position in range(len(parts) - 2, -1, -1):
+        if parts[position] == label:
+            below = parts[position + 1 : -1]
+            return below[0] if below else None
+    return None
+
+
+def pick_units(
     samples: tuple[Sample, ...], fraction: float, *, salt: str, at_least_one: bool
 ) -> set[str]:
-    """The content hashes of ``fraction`` of each label's distinct images, chosen by a seeded
-    hash of the content (so identical bytes are always chosen together, whatever their paths),
-    never a label's last image; with ``at_least_one``, one per label that has two or more."""
+    """The content hashes of ``fraction`` of each label's units, never a label's last unit; with
+    ``at_least_one``, one unit per label that has two or more.
 
-    def rank(digest: str) -> str:
-        return hashlib.sha256(f"{salt}{digest}".encode()).hexdigest()
+    A unit is the photo's group when it has one (every photo of a capture session goes the same
+    way), else its content. Units are ranked by ``sha256(salt + unit)``: a fixed order that
+    depends on neither paths nor ``--seed``. Callers test ``sample.sha256 in chosen``, so a
+    content chosen once takes every file with those bytes along.
+    """
 
-    digests_by_label: dict[str, set[str]] = defaultdict(set)
+    def unit(sample: Sample) -> str:
+        return f"group:{sample.group}" if sample.group else f"content:{sample.sha256}"
+
+    def rank(key: str) -> str:
+        # The content unit keeps its bare digest in the hash, as before groups existed, so
+        # datasets without groups keep exactly their earlier split.
+        return hashlib.sha256(f"{salt}{key.removeprefix('content:')}".encode()).hexdigest()
+
+    units_by_label: dict[str, dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
     for sample in samples:
-        digests_by_label[sample.label].add(sample.sha256)
+        units_by_label[sample.label][unit(sample)].add(sample.sha256)
     chosen: set[str] = set()
-    for digests in digests_by_label.values():
-        distinct = sorted(digests, key=rank)
-        take = round(len(distinct) * fraction)
+    for units in units_by_label.values():
+        ranked = sorted(units, key=rank)
+        take = round(len(ranked) * fraction)
         if at_least_one:
-            take = max(take, 1) if len(distinct) >= 2 else 0
-        chosen.update(distinct[: max(min(take, len(distinct) - 1), 0)])
+            take = max(take, 1) if len(ranked) >= 2 else 0
+        for key in ranked[: max(min(take, len(ranked) - 1), 0)]:
+            chosen.update(units[key])
     return chosen
 
 
 def _split_by_content(
     samples: tuple[Sample, ...], val_fraction: float, seed: int
 ) -> tuple[tuple[Sample, ...], tuple[Sample, ...]]:
-    """Stable content-keyed split; identical bytes always land in the same split."""
+    """Stable group- or content-keyed split; identical bytes always land in the same split.
+
+    ``seed`` is recorded but does not choose the photos: the salt is the one seed 0 used, so
+    another seed cannot change which photos evaluate the model."""
+    del seed
     # At least one val image per label with two or more, never the whole label.
-    val_digests = pick_by_content(samples, val_fraction, salt=f"{seed}:", at_least_one=True)
+    val_digests = pick_units(samples, val_fraction, salt="0:", at_least_one=True)
     train = tuple(s for s in samples if s.sha256 not in val_digests)
     val = tuple(s for s in samples if s.sha256 in val_digests)
     return train, val

@@ -11,7 +11,7 @@ Two ways in, one computation:
   *the same* images even if the dataset folder changed since.
 
 Temperature and review threshold are fitted on val; every reported number is measured on the
-evaluation split (``test/``, else the held-out part of val; :mod:`model_build.data.holdout`). The
+held-out split (``test/``, else the held-out part of val; :mod:`model_build.data.splits`). The
 numbers are :mod:`model_build.evaluation.metrics`, the figures and the HTML page
 :mod:`model_build.evaluation.report`;
 ``metrics.json`` (with the ``calibration`` block ``publish`` copies into the manifest) and
@@ -28,7 +28,7 @@ from typing import Any, Final
 
 import numpy as np
 
-from model_build.data.holdout import evaluation_split_of
+from model_build.data.splits import CALIBRATION, recorded_name, reported_split
 from model_build.evaluation.calibration import apply_temperature, calibrate
 from model_build.evaluation.metrics import (
     best_epochs,
@@ -133,7 +133,7 @@ class Evaluation:
 
 def photos_hash(split, labels) -> str:
     """ "The same photos": sha256 of the sorted ``label<TAB>file sha256`` lines of a prepared
-    split (the rule of :func:`model_build.data.holdout.split_content_hash`)."""
+    split (the rule of :func:`model_build.data.splits.split_content_hash`)."""
     lines = sorted(
         f"{labels[int(i)]}\t{digest}"
         for digest, i in zip(split.sha256, split.label_indices, strict=True)
@@ -161,7 +161,7 @@ def evaluate(
     """Evaluate ``model`` (in memory) on prepared splits; write metrics.json and report/.
 
     ``val`` (a :class:`model_build.data.prepare.PreparedSplit`) fits temperature and threshold;
-    ``evaluation`` (the split named ``evaluation_name``; ``None`` when it is ``"val"``) reports;
+    ``evaluation`` (the split named ``evaluation_name``; ``None`` when nothing is held out) reports;
     ``train`` (up to 2,000 of its images) fits the unfamiliarity score
     (:mod:`model_build.evaluation.unfamiliarity`; ``None``: rebuilt from the run folder).
     """
@@ -181,6 +181,7 @@ def evaluate(
     )
     fit_probabilities = fit_outputs[PROBABILITIES]
     y_fit = val.label_indices
+    held_out = evaluation is not None
     if evaluation is None:
         print("evaluate: no test/ and nothing held out: numbers are on the data they were fit on")
         evaluation, outputs = val, fit_outputs
@@ -221,10 +222,10 @@ def evaluate(
         "split": evaluation_name,
         "images": len(y_true),
         "data_sha256": photos_hash(evaluation, labels),
-        "fit_split": "val",
+        "fit_split": CALIBRATION,
         "fit_images": len(y_fit),
         "fit_data_sha256": photos_hash(val, labels),
-        "held_out": evaluation_name != "val",
+        "held_out": held_out,
     }
     metrics = evaluate_predictions(
         probabilities,
@@ -281,9 +282,12 @@ def evaluate_run(
     if not run.model_file.is_file():
         raise ValueError(f"{run.path} has no {run.model_file.name}")
     record = run.read_data()
-    name = evaluation_split_of(record.splits)
-    val = run_split(run, "val", data_dir=data_dir, record=record)
-    evaluation = None if name == "val" else run_split(run, name, data_dir=data_dir, record=record)
+    name = reported_split(record.splits)
+    fitted_on = recorded_name(record.splits, CALIBRATION) or CALIBRATION
+    val = run_split(run, fitted_on, data_dir=data_dir, record=record)
+    evaluation = (
+        None if name == fitted_on else run_split(run, name, data_dir=data_dir, record=record)
+    )
 
     import keras
 

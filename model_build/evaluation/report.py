@@ -361,9 +361,13 @@ def _review_section(metrics: dict[str, Any]) -> str:
 
 def _evaluated_on(evaluation: dict[str, Any]) -> str:
     split = evaluation.get("split", "val")
-    if split == "val":
-        return "val: the data the checkpoint, temperature and threshold were fitted on (optimistic)"
-    what = "test/" if split == "test" else "the held-out part of val (never trained nor fitted on)"
+    if not evaluation.get("held_out", split not in ("val", "calibration")):
+        return f"{split}: the photos temperature and threshold were fitted on (optimistic)"
+    what = (
+        "test/"
+        if split == "test"
+        else f"{split}: photos nothing was trained, selected or fitted on"
+    )
     sha = evaluation.get("data_sha256", "")
     return f"{what}; content sha256 {sha[:16]}…" if sha else what
 

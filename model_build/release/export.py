@@ -324,14 +324,17 @@ def export_run(run_dir: Path, *, data_dir: Path | None = None) -> ExportReport:
     """Standalone: export ``run_dir/model.keras`` using the run's own recorded splits."""
     import keras
 
-    from model_build.data.holdout import evaluation_split_of
     from model_build.data.prepare import run_split
+    from model_build.data.splits import CALIBRATION, recorded_name, reported_split
 
     run = RunFolder(run_dir)
     record = run.read_data()
-    val = run_split(run, "val", data_dir=data_dir, record=record)
-    split = evaluation_split_of(record.splits)
-    evaluation = val if split == "val" else run_split(run, split, data_dir=data_dir, record=record)
+    fitted_on = recorded_name(record.splits, CALIBRATION) or CALIBRATION
+    val = run_split(run, fitted_on, data_dir=data_dir, record=record)
+    split = reported_split(record.splits)
+    evaluation = (
+        val if split == fitted_on else run_split(run, split, data_dir=data_dir, record=record)
+    )
     train = run_split(run, "train", data_dir=data_dir, record=record, limit=REPRESENTATIVE_IMAGES)
     calibration = (run.read_metrics() or {}).get("calibration") or {}
     model = keras.models.load_model(run.model_file, compile=False)

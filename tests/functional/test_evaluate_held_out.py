@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from model_build.data.dataset import discover
-from model_build.data.holdout import with_holdout
+from model_build.data.splits import assign_roles
 from model_build.run_folder import RunFolder
 from sample_data.photos import generate_dataset
 
@@ -52,15 +52,15 @@ def test_test_folder_is_evaluated_and_val_only_fits(data_and_model, tmp_path: Pa
     from model_build.evaluation.evaluate import evaluate_run
 
     data, model = data_and_model
-    run_dir = _run(tmp_path, data, model, with_holdout(discover(data), 0.5))
+    run_dir = _run(tmp_path, data, model, assign_roles(discover(data)))
     metrics = evaluate_run(run_dir, target_precision=0.9)
     evaluation = metrics["evaluation"]
-    assert evaluation["split"] == "test"
+    assert evaluation["split"] == "held_out"
     assert metrics["images"] == evaluation["images"] == 3 * len(LABELS)
     assert evaluation["fit_images"] == 6 * len(LABELS)  # all of val fits: nothing held out
     assert evaluation["data_sha256"] != evaluation["fit_data_sha256"]
-    assert metrics["calibration"]["evaluated_on"] == "test"
-    assert "test" in (run_dir / "report" / "index.html").read_text()
+    assert metrics["calibration"]["evaluated_on"] == "held_out"
+    assert "held_out" in (run_dir / "report" / "index.html").read_text()
 
 
 def test_without_test_the_held_out_half_of_val_is_evaluated(data_and_model, tmp_path) -> None:
@@ -69,8 +69,8 @@ def test_without_test_the_held_out_half_of_val_is_evaluated(data_and_model, tmp_
     data, model = data_and_model
     dataset = discover(data)
     dataset.splits.pop("test")
-    run_dir = _run(tmp_path, data, model, with_holdout(dataset, 0.5))
+    run_dir = _run(tmp_path, data, model, assign_roles(dataset))
     metrics = evaluate_run(run_dir, target_precision=0.9)
-    assert metrics["evaluation"]["split"] == "holdout"
+    assert metrics["evaluation"]["split"] == "held_out"
     assert metrics["images"] == 3 * len(LABELS)  # half of the 6 val photos per label
     assert metrics["evaluation"]["fit_images"] == 3 * len(LABELS)

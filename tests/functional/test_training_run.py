@@ -52,7 +52,7 @@ def test_a_tiny_run_learns_and_writes_its_run_folder(
     output = capsys.readouterr().out
     assert output.index("plan:") < output.index("Epoch 1/12")
     assert "small stand-in CNN" in output
-    assert output.strip().splitlines()[-1].startswith("done: best val accuracy")
+    assert output.strip().splitlines()[-1].startswith("done: best selection accuracy")
     for name in ("model.keras", "labels.json", "history.csv", "config.json", "audit.json",
                  "audit_counts.png", "augmentation_preview.png", "report/training_curves.png",
                  "data.json", "model.tflite", "export.json"):  # fmt: skip
@@ -60,7 +60,9 @@ def test_a_tiny_run_learns_and_writes_its_run_folder(
     assert json.loads((out / "labels.json").read_text()) == list(LABELS)
     config = json.loads((out / "config.json").read_text())
     assert config["model"] == "small"
-    assert json.loads((out / "data.json").read_text())["images"]["train"] == 48
+    images = json.loads((out / "data.json").read_text())["images"]
+    # 16 per label: 2 choose the checkpoint (selection), 14 fit; val's 6 split 3 / 3.
+    assert images == {"train": 42, "selection": 6, "calibration": 9, "held_out": 9}
     best = max(float(row["val_accuracy"]) for row in _history(out))
     assert best >= 0.6  # chance is 0.33
 

@@ -68,7 +68,7 @@ def _real_weights_learn_far_above_the_random_backbone_control(real_run) -> None:
 
     _, run_dir, _ = real_run
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    assert metrics["evaluation"]["split"] == "holdout"  # numbers on photos nothing was fitted on
+    assert metrics["evaluation"]["split"] == "held_out"  # numbers on photos nothing was fitted on
     assert metrics["evaluation"]["images"] >= 20
 
     # The control: the same head on a frozen MobileNetV2 with random weights (what --weights none
@@ -78,7 +78,8 @@ def _real_weights_learn_far_above_the_random_backbone_control(real_run) -> None:
     from model_build.data.prepare import run_split
     from model_build.run_folder import RunFolder
 
-    train_split, held_split = (run_split(RunFolder(run_dir), name) for name in ("train", "holdout"))
+    run = RunFolder(run_dir)
+    train_split, held_split = (run_split(run, name) for name in ("train", "held_out"))
     train_images, train_labels = train_split.pixels, train_split.label_indices
     held_images, held_labels = held_split.pixels, held_split.label_indices
     features = compute_features(

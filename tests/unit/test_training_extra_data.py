@@ -12,7 +12,7 @@ import numpy as np
 
 from model_build.data.audit import audit_dataset, print_report
 from model_build.data.dataset import add_training_data, discover
-from model_build.data.holdout import with_holdout
+from model_build.data.splits import assign_roles
 from sample_data.photos import draw_sample_image, generate_dataset
 
 LABELS = ("bathtub", "stroller")
@@ -44,8 +44,8 @@ def test_extra_data_goes_to_train_only_and_never_into_val(tmp_path: Path) -> Non
     main = generate_dataset(
         tmp_path / "main", train_per_label=3, val_per_label=2, image_size=96, labels=LABELS
     )
-    base = with_holdout(discover(main), 0.5, seed=0)
-    val_file = base.splits["val"][0].path
+    base = assign_roles(discover(main))
+    val_file = base.splits["calibration"][0].path
     labelled = reviewed_export(tmp_path / "reviewed", val_file)
     plain = tmp_path / "plain"
     (plain / "bathtub").mkdir(parents=True)
@@ -54,7 +54,7 @@ def test_extra_data_goes_to_train_only_and_never_into_val(tmp_path: Path) -> Non
     merged = add_training_data(base, [labelled, plain])
 
     assert merged.labels == ("bathtub", "stroller", "walkers")
-    for split in ("val", "holdout"):  # evaluation splits are exactly the main dataset's
+    for split in ("selection", "calibration", "held_out"):  # exactly the main dataset's
         assert [s.path for s in merged.splits.get(split, ())] == [
             s.path for s in base.splits.get(split, ())
         ]
