@@ -182,7 +182,14 @@ class SaveFullModel(keras.callbacks.Callback):
 
 
 def _callbacks(
-    plan: Plan, run: RunFolder, phase: str, randomness, best: BestWeights, checkpoint=None
+    plan: Plan,
+    run: RunFolder,
+    phase: str,
+    randomness,
+    best: BestWeights,
+    checkpoint=None,
+    *,
+    threshold_stop: bool = True,
 ) -> list:
     config = plan.config
     first_epoch = run.phase1_epochs() or 0  # this phase's first epoch
@@ -216,7 +223,11 @@ def _callbacks(
             patience=config.reduce_lr_patience,
             min_lr=1e-6,
         ),
-        ThresholdStop(config.stop_train_accuracy, config.stop_val_accuracy),
+        *(
+            [ThresholdStop(config.stop_train_accuracy, config.stop_val_accuracy)]
+            if threshold_stop
+            else []
+        ),
         ResumableEarlyStopping(
             run,
             first_epoch,
@@ -472,7 +483,9 @@ def train_from_activations(
     train_activations = cached_activations(
         parts, below, train_split, views=views, name="train", **settings
     )
-    val_activations = cached_activations(parts, below, val_split, views=0, name="val", **settings)
+    val_activations = cached_activations(
+        parts, below, val_split, views=0, name="selection", **settings
+    )
     best = BestWeights(model, -math.inf)
     done = run.phase1_epochs()
     if done is not None:
@@ -491,7 +504,7 @@ def train_from_activations(
             ),
             features_from_activations(
                 parts, top, val_activations, content_hash=val_split.content_hash,
-                name="val", **derived,
+                name="selection", **derived,
             ),
         )  # fmt: skip
         train_head_on_features(
@@ -565,6 +578,11 @@ def fine_tune_top(
             EpochRandomness(config.seed + 1),
             best,
             checkpoint=SaveFullModel(model, run.model_file),
+            # The warm-started head already crosses the reference's thresholds (measured: the
+            # first fine-tuning epoch did on the grocery photos), so they would end the phase
+            # after one or two epochs; it runs its --fine-tune-epochs, the checkpoint keeping
+            # the best selection accuracy and early stopping the safety net.
+            threshold_stop=False,
         ),
         shuffle=False,
         verbose=plan.verbose,
