@@ -1,4 +1,11 @@
-"""Fine-tuned recipes for ``python -m bench.real_photos``: the whole training command, measured.
+"""Fine-tuned recipes beside the frozen reference: the whole training command, measured.
+
+``python -m bench.fine_tuned_recipes [--reuse]`` (not a test; ``../shared/real`` needed) trains
+each recipe of :data:`RECIPES` with ``python -m model_build.train`` on the grocery photos and prints
+one row per recipe — held-out accuracy, top-3, macro-F1, coverage and precision at the certified
+threshold (0.90 at 90 % confidence: the calibration split has 159 photos), int8 agreement and
+gate, training wall time and peak memory, parameters, TFLite size, worker latency ratio — and the
+paired bootstrap interval of each recipe's held-out accuracy minus the frozen reference's.
 
 A frozen recipe in the benchmark is a head trained on cached features. A fine-tuned recipe changes
 the backbone, so it is measured as a user runs it: ``python -m model_build.train --data … --weights
@@ -12,6 +19,9 @@ loop): the worker latency ratio.
 
 from __future__ import annotations
 
+import argparse
+import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -19,10 +29,13 @@ from typing import Any, Final
 
 import numpy as np
 
+from bench.real_photos import GROCERY, REPOSITORY_ROOT, WEIGHTS, paired_difference
 from bench.training_memory import measure
 
-# name -> the flags of python -m model_build.train that make the recipe (chosen on selection).
+# name -> the flags of python -m model_build.train that make the recipe. The fine-tuned one is
+# the documented recipe for real data (chosen on the selection split; docs/training.md).
 FINE_TUNE_RECIPES: Final[dict[str, tuple[str, ...]]] = {
+    "reference_frozen": ("--head", "reference", "--feature-cache-views", "2"),
     "ft_gap_block13": (
         "--head", "gap", "--fine-tune-from", "block_13_expand", "--epochs", "20",
         "--fine-tune-epochs", "8", "--fine-tune-learning-rate", "1e-4",
@@ -61,17 +74,19 @@ def probabilities(run_dir: Path, splits: dict[str, Any]) -> dict[str, np.ndarray
     return {name: predict(model, split.pixels).astype(np.float64) for name, split in splits.items()}
 
 
-def frozen_tflite(backbone_model, head) -> bytes:
-    """The frozen backbone (as published today) with ``head``, as float32 TFLite."""
-    import keras
-
+def frozen_same_head(run_dir: Path, weights: Path) -> tuple[int, bytes]:
+    """The frozen classifier of the run's kind and head with the ImageNet weights, as a frozen
+    run would publish it: its parameter count and float32 TFLite bytes (the architecture and
+    worker cost a fine-tuned run must keep)."""
     from model_build.release.export import convert_float32
-    from model_build.training.model import parts_of
+    from model_build.run_folder import RunFolder
+    from model_build.training.model import build_model
 
-    parts = parts_of(backbone_model)
-    inputs = backbone_model.inputs[0]
-    full = keras.Model(inputs, head(parts.backbone(parts.scaling(inputs), training=False)))
-    return convert_float32(full)
+    config = RunFolder(run_dir).read_config()
+    labels = RunFolder(run_dir).read_labels()
+    model = build_model(config.model, num_classes=len(labels), weights=str(weights),
+                        head=config.head)  # fmt: skip
+    return int(model.count_params()), convert_float32(model)
 
 
 def worker_latency(model: bytes | str | Path, images: np.ndarray, repeats: int = 2) -> float:
@@ -110,3 +125,158 @@ def architecture(run_dir: Path) -> dict[str, Any]:
             None,
         ),
     }
+
+
+# --- the benchmark -------------------------------------------------------------------------------
+
+RESULTS: Final[Path] = REPOSITORY_ROOT / "bench" / "results" / "fine_tuned_recipes.json"
+BASELINE: Final[str] = "reference_frozen"
+TARGET_PRECISION: Final[float] = 0.90
+CONFIDENCE: Final[float] = 0.90
+
+
+def latest_run(runs: Path, recipe: str) -> Path | None:
+    """The newest finished run folder of ``recipe`` under ``runs`` (``--reuse``)."""
+    done = [
+        path
+        for path in sorted(runs.glob(f"{recipe}-*"))
+        if path.is_dir() and (path / "export.json").is_file()
+    ]
+    return done[-1] if done else None
+
+
+def recipe_row(run_dir: Path, splits: dict[str, Any], labels: list[str]) -> dict[str, Any]:
+    """Every number of one trained recipe, from its run folder and the role splits."""
+    from model_build.evaluation.metrics import classification_report, top_k_accuracy
+    from model_build.evaluation.thresholds import fit_and_measure
+
+    probs = probabilities(run_dir, {n: splits[n] for n in ("calibration", "held_out")})
+    y_fit, y_eval = splits["calibration"].label_indices, splits["held_out"].label_indices
+    calibration = fit_and_measure(
+        probs["calibration"], y_fit, probs["held_out"], y_eval,
+        target_precision=TARGET_PRECISION, confidence=CONFIDENCE,
+    )  # fmt: skip
+    report = classification_report(y_eval, probs["held_out"].argmax(1), labels)
+    export = json.loads((Path(run_dir) / "export.json").read_text())
+    history = (Path(run_dir) / "history.csv").read_text().splitlines()[1:]
+    return {
+        "run_dir": str(run_dir),
+        "held_out_accuracy": report["accuracy"],
+        "held_out_top3": top_k_accuracy(probs["held_out"], y_eval, 3),
+        "held_out_macro_f1": report["macro avg"]["f1-score"],
+        "threshold": calibration["review_threshold"],
+        "held_out_coverage": calibration["coverage"],
+        "held_out_precision": calibration["precision_at_threshold"],
+        "int8_agreement": export.get("int8_agreement"),
+        "int8_published": export.get("int8_published"),
+        "epochs": len(history),
+        "held_out_correct": (probs["held_out"].argmax(1) == y_eval).astype(int).tolist(),
+        **architecture(run_dir),
+    }
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    from bench.real_photos import load_data
+
+    _, labels, splits = load_data(Path(args.data), None)
+    runs = Path(args.runs)
+    images = splits["held_out"].pixels[:LATENCY_IMAGES]
+    results: dict[str, Any] = {"recipes": {}, "load_at_start": os.getloadavg()}
+    for recipe in args.recipes:
+        run_dir = latest_run(runs, recipe) if args.reuse else None
+        measured = None
+        if run_dir is None:
+            measured = train_recipe(recipe, data=Path(args.data), weights=Path(args.weights),
+                                    runs=runs)  # fmt: skip
+            run_dir = Path(measured["run_dir"])
+        row = recipe_row(run_dir, splits, labels)
+        row["training"] = measured or json.loads(
+            (run_dir.parent / f"{run_dir.name}.measured.json").read_text()
+        )
+        (run_dir.parent / f"{run_dir.name}.measured.json").write_text(
+            json.dumps(row["training"], indent=2)
+        )
+        row["worker_latency_s"] = worker_latency(run_dir / "model.tflite", images)
+        parameters, frozen = frozen_same_head(run_dir, Path(args.weights))
+        row["frozen_same_head"] = {"parameters": parameters, "tflite_bytes": len(frozen)}
+        row["latency_ratio_to_frozen_same_head"] = row["worker_latency_s"] / worker_latency(
+            frozen, images
+        )
+        results["recipes"][recipe] = row
+        print(f"{recipe}: {json.dumps({k: v for k, v in row.items() if k != 'held_out_correct'})}",
+              flush=True)  # fmt: skip
+    baseline = results["recipes"].get(BASELINE)
+    for recipe, row in results["recipes"].items():
+        if baseline is not None:
+            row["latency_ratio_to_reference_frozen"] = (
+                row["worker_latency_s"] / baseline["worker_latency_s"]
+            )
+        if baseline is not None and recipe != BASELINE:
+            row["vs_reference_frozen"] = paired_difference(
+                np.array(row["held_out_correct"]), np.array(baseline["held_out_correct"])
+            )
+    results["load_at_end"] = os.getloadavg()
+    return results
+
+
+def print_table(results: dict[str, Any]) -> None:
+    def f(value: Any, digits: int = 3) -> str:
+        return "—" if value is None else f"{value:.{digits}f}"
+
+    print(
+        "\n| recipe | held-out acc | top-3 | macro-F1 | threshold (0.90 at 90 %) | coverage | "
+        "precision | int8 agreement / gate | train wall | peak RSS | parameters | TFLite MB | "
+        "latency ratio to reference_frozen / to frozen, same head |"
+    )
+    print("|" + "---|" * 13)
+    for name, row in results["recipes"].items():
+        training = row["training"]
+        print(
+            f"| {name} | {f(row['held_out_accuracy'])} | {f(row['held_out_top3'])} | "
+            f"{f(row['held_out_macro_f1'])} | {f(row['threshold'])} | "
+            f"{f(row['held_out_coverage'])} | {f(row['held_out_precision'])} | "
+            f"{f(row['int8_agreement'])} / {'published' if row['int8_published'] else 'rejected'}"
+            f" | {training['wall_s'] / 60:.1f} min | "
+            f"{(training['peak_rss_bytes'] or 0) / 2**30:.2f} GiB | {row['parameters']:,} | "
+            f"{row['tflite_bytes'] / 1e6:.2f} | "
+            f"{f(row.get('latency_ratio_to_reference_frozen'), 2)} / "
+            f"{f(row.get('latency_ratio_to_frozen_same_head'), 2)} |"
+        )
+    for name, row in results["recipes"].items():
+        versus = row.get("vs_reference_frozen")
+        if versus:
+            print(
+                f"{name} − reference_frozen on held-out: {versus['difference']:+.3f} (paired "
+                f"bootstrap 95 % CI {versus['ci95_low']:+.3f} … {versus['ci95_high']:+.3f}; "
+                f"{versus['only_candidate_right']} photos only {name} right, "
+                f"{versus['only_reference_right']} only the reference)"
+            )
+    print("load average at start / end:", results["load_at_start"], results["load_at_end"])
+
+
+def main(argv: list[str] | None = None) -> int:
+    from bench.real_photos import real_material_missing
+
+    parser = argparse.ArgumentParser(prog="python -m bench.fine_tuned_recipes", description=__doc__)
+    parser.add_argument("--data", default=str(GROCERY))
+    parser.add_argument("--weights", default=str(WEIGHTS))
+    parser.add_argument("--recipes", nargs="+", default=list(FINE_TUNE_RECIPES),
+                        choices=list(FINE_TUNE_RECIPES))  # fmt: skip
+    parser.add_argument("--runs", default=str(REPOSITORY_ROOT / ".cache" / "fine_tuned_runs"))
+    parser.add_argument("--reuse", action="store_true", help="tabulate finished runs again")
+    parser.add_argument("--out", default=str(RESULTS))
+    args = parser.parse_args(argv)
+    missing = real_material_missing()
+    if missing and args.data == str(GROCERY):
+        print(f"skipped: {missing}")
+        return 0
+    results = run(args)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
+    print_table(results)
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    sys.exit(main())
