@@ -254,6 +254,54 @@ def print_table(results: dict[str, Any]) -> None:
     print("load average at start / end:", results["load_at_start"], results["load_at_end"])
 
 
+def fine_tune_data_path(work: Path, images: int, steps: int) -> None:
+    """The fine-tuning phase alone on ``images`` × 2 synthetic activation views at
+    ``block_13_expand`` (float16 row files, as the cache holds them): ``steps`` batches of the
+    two-rate training, each read row by row from anywhere in the files. Run under
+    ``/usr/bin/time -v`` by :func:`data_path_memory`."""
+    import keras
+
+    from model_build.data.rowfile import RowFile, RowWriter
+    from model_build.training.feature_cache import head_train_dataset
+    from model_build.training.fine_tune import (
+        compile_two_rates,
+        fine_tuning_model,
+        freeze_for_fine_tuning,
+        split_backbone,
+    )
+    from model_build.training.model import build_classifier
+
+    classifier = build_classifier("mobilenet_v2", num_classes=43, weights=None, head="gap")
+    _, top = split_backbone(classifier.backbone, "block_13_expand")
+    shape = tuple(top.inputs[0].shape[1:])
+    rng = np.random.default_rng(0)
+    views = []
+    for view in range(2):
+        path = work / f"{images}_{view}.npy"
+        if not path.is_file():
+            with RowWriter(path, (images, *shape), np.float16) as store:
+                for start in range(0, images, 512):
+                    count = min(512, images - start)
+                    store.write(start, rng.random((count, *shape), dtype=np.float32))
+        views.append(RowFile(path))
+    labels = np.arange(images) % 43
+    data, _ = head_train_dataset(views, labels, views=2, batch_size=32, seed=0)
+    freeze_for_fine_tuning(top)
+    trainer = fine_tuning_model(top, classifier.head)
+    compile_two_rates(trainer, top, head_learning_rate=1e-3, backbone_learning_rate=1e-4)
+    keras.utils.set_random_seed(0)
+    trainer.fit(data, steps_per_epoch=steps, epochs=1, verbose=0)
+
+
+def data_path_memory(work: Path, images: int, steps: int) -> dict:
+    work.mkdir(parents=True, exist_ok=True)
+    command = [
+        sys.executable, "-m", "bench.fine_tuned_recipes", "--data-path-images", str(images),
+        "--data-path-steps", str(steps), "--data-path-work", str(work),
+    ]  # fmt: skip
+    return measure(command, work / f"memory_{images}.log")
+
+
 def main(argv: list[str] | None = None) -> int:
     from bench.real_photos import real_material_missing
 
@@ -265,7 +313,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", default=str(REPOSITORY_ROOT / ".cache" / "fine_tuned_runs"))
     parser.add_argument("--reuse", action="store_true", help="tabulate finished runs again")
     parser.add_argument("--out", default=str(RESULTS))
+    parser.add_argument(
+        "--memory",
+        nargs="*",
+        type=int,
+        metavar="IMAGES",
+        help="instead: peak RSS of the fine-tuning phase alone on synthetic activations of this "
+        "many training photos (e.g. 2375 9500: the grocery train split at 1× and 4×)",
+    )
+    parser.add_argument("--data-path-images", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--data-path-steps", type=int, default=150, help=argparse.SUPPRESS)
+    parser.add_argument("--data-path-work", default=str(REPOSITORY_ROOT / ".cache" / "ft_memory"))
     args = parser.parse_args(argv)
+    if args.data_path_images:
+        fine_tune_data_path(Path(args.data_path_work), args.data_path_images, args.data_path_steps)
+        return 0
+    if args.memory:
+        for images in args.memory:
+            measured = data_path_memory(Path(args.data_path_work), images, args.data_path_steps)
+            print(f"fine-tuning data path, {images} photos × 2 views, {args.data_path_steps} steps:"
+                  f" peak RSS {measured['peak_rss_bytes'] / 2**30:.2f} GiB, "
+                  f"{measured['wall_s']:.0f} s", flush=True)  # fmt: skip
+        return 0
     missing = real_material_missing()
     if missing and args.data == str(GROCERY):
         print(f"skipped: {missing}")
