@@ -41,6 +41,12 @@ FINE_TUNE_RECIPES: Final[dict[str, tuple[str, ...]]] = {
         "--fine-tune-epochs", "8", "--fine-tune-learning-rate", "1e-4",
         "--fine-tune-head-learning-rate", "1e-3",
     ),
+    # The Keras guide's backbone rate (1e-5), a warm head at 1e-4 and 4 views: measured beside it.
+    "ft_gap_block13_gentle": (
+        "--head", "gap", "--fine-tune-from", "block_13_expand", "--epochs", "20",
+        "--feature-cache-views", "4", "--fine-tune-epochs", "8",
+        "--fine-tune-learning-rate", "1e-5", "--fine-tune-head-learning-rate", "1e-4",
+    ),
 }  # fmt: skip
 LATENCY_IMAGES: Final[int] = 24
 

@@ -121,17 +121,11 @@ def separation(familiar: np.ndarray, unfamiliar: np.ndarray) -> dict[str, float]
 
 
 def pooled_feature_model(model: Any) -> Any | None:
-    """pixels 0..255 → global average of the backbone's last feature map (None without one):
-    the features output of the classifier's two-output model."""
-    import keras
-
-    from model_build.training.model import FEATURES, parts_of
+    """pixels 0..255 → global average of the backbone's last feature map (None without one)."""
+    from model_build.training.model import parts_of
 
     parts = parts_of(model)
-    if not parts.has_backbone:
-        return None
-    both = parts.with_features()
-    return keras.Model(both.inputs, both.outputs[FEATURES], name="pooled_features")
+    return parts.pooled_features() if parts.has_backbone else None
 
 
 def pooled_features(extractor: Any, pixels: np.ndarray, batch_size: int = 32) -> np.ndarray:

@@ -83,6 +83,13 @@ class Classifier:
         }
         return keras.Model(inputs, outputs, name="classifier_with_features")
 
+    def pooled_features(self) -> keras.Model:
+        """The features output alone: pixels → pooled backbone features ``[N, 1280]``."""
+        inputs = keras.Input(shape=self.model.inputs[0].shape[1:], name="image")
+        maps = self.backbone(self.scaling(inputs), training=False)
+        pooled = layers.GlobalAveragePooling2D(name="pooled_features")(maps)
+        return keras.Model(inputs, pooled, name="pooled_features")
+
 
 def parts_of(model: keras.Model) -> Classifier:
     """The parts of a classifier built by :func:`build_classifier` (also after loading it from
