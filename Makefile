@@ -10,7 +10,7 @@ SAM_VENV := .venv-sam
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONDONTWRITEBYTECODE ?= 1
 
-.PHONY: venv test test-all test-real lint demo sample-model bench clean
+.PHONY: venv test test-all test-real lint demo sample-model bench clean lock
 
 $(BIN)/.installed: requirements.txt handler/requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -80,3 +80,16 @@ bench: $(BIN)/.installed
 
 clean:
 	rm -rf $(VENV) $(CHECKOV_VENV) $(SAM_VENV) .pytest_cache .ruff_cache .hypothesis
+
+## lock: re-resolve handler/requirements.lock, everything the worker image installs with the sha256
+## of every file, on CPython 3.12 x86_64 Linux (the Lambda target) with pip-tools. Needs python3.12
+## and PyPI; tests/unit/test_infra_lock.py fails until the lock matches handler/requirements.txt.
+PYTHON312 ?= python3.12
+LOCK_VENV := .venv-lock
+lock:
+	@test "$$(uname -sm)" = "Linux x86_64" || { echo "make lock resolves for Lambda's x86_64 Linux; run it on one (e.g. docker run --platform linux/amd64 python:3.12)"; exit 1; }
+	$(PYTHON312) -m venv $(LOCK_VENV)
+	$(LOCK_VENV)/bin/pip install --quiet pip-tools==7.7.0
+	CUSTOM_COMPILE_COMMAND="make lock" $(LOCK_VENV)/bin/pip-compile --quiet --generate-hashes \
+		--allow-unsafe --strip-extras --no-emit-index-url --no-emit-find-links \
+		--pip-args "--only-binary=:all:" --output-file handler/requirements.lock handler/requirements.txt

@@ -54,6 +54,17 @@ REVIEW_QUEUE_VALUE: Final[str] = "NEEDS_REVIEW"
 UPLOADED_AT: Final[str] = "uploaded_at"
 # DynamoDB TTL attribute (epoch seconds) of tombstones.
 EXPIRES_AT: Final[str] = "expires_at"
+# The review console's records live in the same table under this ``object_id`` prefix: the audit
+# trail (one item per decision, refusal or undo) and the per-reviewer counters. A catalogue item's
+# ``object_id`` is ``bucket/key`` and S3 bucket names never contain "#", so the two never meet;
+# the records carry no index attribute, so neither sparse index (buyers' ``by_category``, the
+# ``review_queue``) ever holds one. Readers of whole-table scans skip them (``is_catalogue_item``).
+REVIEW_RECORD_PREFIX: Final[str] = "review#"
+# Known photos the deployment's pre-traffic hook (deploy_hook/pre_traffic.py) asks a new worker
+# version to classify, at s3://<uploads bucket>/deploy-probe/<label>/<name>. No bucket
+# notification covers this prefix, and their items are never listed: neither index attribute is
+# ever written for them, so buyers and reviewers cannot see a deployment's check.
+PROBE_PREFIX: Final[str] = "deploy-probe/"
 
 
 class Status(enum.StrEnum):
@@ -172,6 +183,19 @@ class CatalogueItem:
     reviewed_by: str | None = field(default=None, metadata=_roles(Role.DECISION))
     reviewed_at: str | None = field(default=None, metadata=_roles(Role.DECISION))
     review_outcome: ReviewOutcome | None = field(default=None, metadata=_roles(Role.DECISION))
+    # A reviewer's claim on a NEEDS_REVIEW photo (review/leases.py): who holds it (reviewer and
+    # console session) and until when (epoch seconds). A decision or its undo writes it; any
+    # worker write of the item removes it (a new version is nobody's yet).
+    lease_holder: str | None = field(default=None, metadata=_roles(Role.DECISION, Role.INTERNAL))
+    lease_expires: int | None = field(default=None, metadata=_roles(Role.DECISION, Role.INTERNAL))
+    # A second opinion (review/decisions.py): the first reviewer's choice on a sampled photo,
+    # kept while the photo waits for a second reviewer; the second decision settles it.
+    first_opinion_by: str | None = field(
+        default=None, metadata=_roles(Role.DECISION, Role.INTERNAL)
+    )
+    first_opinion_choice: str | None = field(
+        default=None, metadata=_roles(Role.DECISION, Role.INTERNAL)
+    )
     expires_at: int | None = field(default=None, metadata=_roles(Role.INTERNAL))
     schema_version: int = field(default=SCHEMA_VERSION, metadata=_roles(Role.INTERNAL))
 
@@ -196,9 +220,18 @@ class CatalogueItem:
         return object_id(self.bucket, self.key)
 
     @property
+    def is_probe(self) -> bool:
+        """A deployment check's known photo (:data:`PROBE_PREFIX`), never a seller's."""
+        return self.key.startswith(PROBE_PREFIX)
+
+    @property
     def visible_to_buyers(self) -> bool:
         """Buyers see photos the model was sure of and photos a person placed in a category."""
-        return self.status is Status.CATALOGUED and self.category is not None
+        return self.status is Status.CATALOGUED and self.category is not None and not self.is_probe
+
+    @property
+    def waits_for_review(self) -> bool:
+        return self.status is Status.NEEDS_REVIEW and not self.is_probe
 
     def to_attributes(self) -> dict[str, Any]:
         """The item as DynamoDB attributes (Python values; numbers as Decimal, None left out).
@@ -214,9 +247,7 @@ class CatalogueItem:
         # (written before it was recorded) sorts on when it was processed.
         attributes[UPLOADED_AT] = self.uploaded_at or self.processed_at
         attributes[LISTING_CATEGORY] = self.category if self.visible_to_buyers else None
-        attributes[REVIEW_QUEUE] = (
-            REVIEW_QUEUE_VALUE if self.status is Status.NEEDS_REVIEW else None
-        )
+        attributes[REVIEW_QUEUE] = REVIEW_QUEUE_VALUE if self.waits_for_review else None
         return {name: value for name, value in attributes.items() if value is not None}
 
     @classmethod
@@ -327,6 +358,15 @@ def _read(kind: Any, value: Any) -> Any:
     if isinstance(kind, type) and issubclass(kind, enum.Enum):
         return kind(value)
     return value
+
+
+def is_catalogue_item(attributes: dict[str, Any]) -> bool:
+    """Whether a raw table item is a catalogue item (not a review record, see
+    :data:`REVIEW_RECORD_PREFIX`)."""
+    identity = attributes.get(OBJECT_ID)
+    if isinstance(identity, dict):  # the low-level client's {"S": ...}
+        identity = identity.get("S")
+    return not str(identity or "").startswith(REVIEW_RECORD_PREFIX)
 
 
 def object_id(bucket: str, key: str) -> str:

@@ -48,6 +48,7 @@ from contracts.catalogue import (
     CatalogueItem,
     CategorySource,
     Status,
+    is_catalogue_item,
     object_id,
     utc_now,
 )
@@ -213,11 +214,15 @@ def read_item(dynamodb: Any, table: str, bucket: str, key: str) -> CatalogueItem
 
 
 def scan_items(dynamodb: Any, table: str, *, include_deleted: bool = False) -> list[CatalogueItem]:
-    """Every item of the table (for the local stack and tests; the app queries the GSIs), without
-    tombstones unless ``include_deleted``."""
+    """Every catalogue item of the table (for the local stack and tests; the app queries the GSIs),
+    without tombstones unless ``include_deleted`` and without the review console's records."""
     items: list[CatalogueItem] = []
     for page in dynamodb.get_paginator("scan").paginate(TableName=table, ConsistentRead=True):
-        items.extend(CatalogueItem.from_attributes(deserialize(raw)) for raw in page["Items"])
+        items.extend(
+            CatalogueItem.from_attributes(deserialize(raw))
+            for raw in page["Items"]
+            if is_catalogue_item(raw)
+        )
     if not include_deleted:
         items = [item for item in items if item.status is not Status.DELETED]
     return sorted(items, key=lambda item: (item.bucket, item.key))

@@ -44,7 +44,7 @@ from dataclasses import dataclass
 from typing import Final, Literal
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 try:
     # iPhones upload HEIC. The plugin registers itself with Pillow; without it HEIF files are
@@ -179,6 +179,53 @@ def decode_image(
     if pixels.shape != (IMAGE_SIZE, IMAGE_SIZE, CHANNELS):  # pragma: no cover - defensive
         raise ImageRejected("corrupt", f"decoded to an unexpected shape {pixels.shape}")
     return DecodedImage(pixels=pixels, width=width, height=height, format=image_format)
+
+
+def preview_jpeg(
+    data: bytes,
+    *,
+    long_side: int,
+    max_bytes: int = DEFAULT_MAX_IMAGE_BYTES,
+    max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
+    max_memory: int | None = None,
+    quality: int = 85,
+) -> bytes:
+    """A JPEG of the image in ``data`` for a person to look at: the first frame, oriented as a
+    viewer shows it, flattened to RGB, at most ``long_side`` pixels on its longer side.
+
+    The same opening and the same limits as :func:`decode_image` (so anything the worker accepts
+    can be shown, HEIC included, and anything it refuses is refused here with the same reason),
+    for the review console, whose browser cannot show every format the worker accepts.
+    """
+    with _open_checked(data, max_bytes=max_bytes, max_pixels=max_pixels) as image:
+        if max_memory is not None:
+            cost = _guarded(lambda: decode_cost(image))
+            if cost.peak_bytes > max_memory:
+                raise ImageRejected(
+                    "too_much_memory",
+                    f"showing this {cost.width}x{cost.height} image needs about "
+                    f"{cost.peak_bytes // 2**20} MiB, more than the "
+                    f"{max_memory // 2**20} MiB allowed",
+                )
+
+        def render() -> bytes:
+            if image.format in ("JPEG", "MPO"):
+                image.draft("RGB", (long_side, long_side))  # decode at a fraction of the size
+            image.seek(0)
+            oriented = ImageOps.exif_transpose(image)
+            if oriented.mode in ("RGBA", "LA", "PA", "P"):
+                oriented = oriented.convert("RGBA")
+                flat = Image.new("RGB", oriented.size, "white")
+                flat.paste(oriented, mask=oriented.getchannel("A"))
+                oriented = flat
+            elif oriented.mode != "RGB":
+                oriented = oriented.convert("RGB")
+            oriented.thumbnail((long_side, long_side), Image.Resampling.LANCZOS)
+            buffer = io.BytesIO()
+            oriented.save(buffer, format="JPEG", quality=quality)
+            return buffer.getvalue()
+
+        return _guarded(render)
 
 
 def _guarded(step):  # type: ignore[no-untyped-def]

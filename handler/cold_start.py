@@ -24,6 +24,7 @@ from contracts.artifact import (
 from contracts.unfamiliarity import UnfamiliarityScorer
 from handler.classifier import Classifier
 from handler.decode_budget import DecodeBudget
+from handler.deploy_settings import check_deploy_settings
 from handler.settings import ConfigurationError, WorkerSettings
 from handler.worker import Worker
 
@@ -98,6 +99,8 @@ def check_table(dynamodb_client: Any, table: str) -> None:
 def build_worker(
     settings: WorkerSettings, *, s3_client: Any = None, dynamodb_client: Any = None
 ) -> Worker:
+    # First, before any AWS call: an image deployed with settings it was not built for.
+    check_deploy_settings(settings)
     s3_client = s3_client or boto3.client("s3", config=CLIENT_CONFIG)
     dynamodb_client = dynamodb_client or boto3.client("dynamodb", config=CLIENT_CONFIG)
     check_table(dynamodb_client, settings.catalogue_table)

@@ -11,6 +11,9 @@ Environment variables (names are the field names upper-cased):
 * ``MAX_IMAGE_BYTES``  objects above this are REJECTED unread (default 20 MiB).
 * ``MAX_IMAGE_PIXELS`` images above this pixel count are REJECTED before decoding (default 50 MP).
 * ``LOG_LEVEL``        Powertools logger level (default INFO).
+* ``DEPLOY_SETTINGS``  the settings ``sam deploy`` gave this version (template.yaml); and
+* ``IMAGE_DEPLOY_SETTINGS`` the ones ``sam build`` baked into the image (infra/Dockerfile). When the
+  image has them, the two must agree (:mod:`handler.deploy_settings`).
 * ``AWS_LAMBDA_FUNCTION_MEMORY_SIZE``  the function's memory in MB, set by Lambda itself (default
   1024, the template's ``FunctionMemorySize``); the decode memory budget is derived from it
   (:mod:`handler.decode_budget`).
@@ -47,6 +50,8 @@ class WorkerSettings(BaseSettings):
     max_image_pixels: int = Field(default=DEFAULT_MAX_IMAGE_PIXELS, gt=0)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     aws_lambda_function_memory_size: int = Field(default=1024, ge=128)
+    deploy_settings: str | None = None
+    image_deploy_settings: str | None = None
 
     @field_validator("log_level", mode="before")
     @classmethod

@@ -5,13 +5,14 @@ A manylinux tag is a promise made by the wheel's builder, not a measurement: the
 ``GLIBC_2.34`` and ``GLIBCXX_3.4.30`` (libstdc++ of GCC 12), one more than Amazon Linux 2023's
 GCC 11 libstdc++ provides. On Lambda that is ``Runtime.ImportModuleError`` at every cold start.
 
-This module downloads the wheels ``pip`` would install in the image (``handler/requirements.txt``
-with their dependencies, for the image's architecture and Python), opens every ELF shared
+This module downloads the wheels the image installs (``handler/requirements.lock``, hash-checked,
+exactly the locked set; see :mod:`infra.lock`; or any requirements file with its dependencies,
+for the image's architecture and Python), opens every ELF shared
 library inside them, reads the symbol versions it needs from the system (``GLIBC_*`` from glibc,
 ``GLIBCXX_*`` and ``CXXABI_*`` from libstdc++) and compares the highest of each with what the
 base image provides, as recorded with its sources in ``infra/base_image.json``.
 
-    python -m infra.abi [--architecture x86_64|arm64] [--requirements FILE]
+    python -m infra.abi [--architecture x86_64|arm64] [--requirements FILE (default: the lock)]
 
 prints one row per wheel (platform tag, highest GLIBC / GLIBCXX / CXXABI needed) and exits 1
 when any library needs more than the base image has.
@@ -37,9 +38,10 @@ from typing import Any, Final
 from elftools.elf.elffile import ELFFile
 from elftools.elf.gnuversions import GNUVerNeedSection
 
+from infra.lock import WORKER_LOCK
+
 ROOT: Final[Path] = Path(__file__).resolve().parent.parent
 BASE_IMAGE_PATH: Final[Path] = ROOT / "infra" / "base_image.json"
-WORKER_REQUIREMENTS: Final[Path] = ROOT / "handler" / "requirements.txt"
 CACHE_ROOT: Final[Path] = ROOT / ".cache" / "wheels"
 
 # Symbol version families checked, and the base image fact each is compared with.
@@ -187,12 +189,18 @@ def download_wheels(
     cannot be reached, ``RuntimeError`` with pip's output for anything else (a pin without a wheel
     for the platform is such a finding).
     """
-    lines = (
-        requirements.read_text().splitlines()
-        if isinstance(requirements, Path)
-        else list(requirements)
-    )
-    pins = sorted(line.split("#", 1)[0].strip() for line in lines if line.split("#", 1)[0].strip())
+    text = requirements.read_text() if isinstance(requirements, Path) else "\n".join(requirements)
+    # A lock (every file hashed) is downloaded as it is: hash-checked, nothing beyond it, so the
+    # check reads exactly the files the image's `pip install --require-hashes` accepts.
+    locked = "--hash=sha256:" in text
+    if locked:
+        with_dependencies = False
+        pins = [text]
+    else:
+        lines = text.splitlines()
+        pins = sorted(
+            line.split("#", 1)[0].strip() for line in lines if line.split("#", 1)[0].strip()
+        )
     key = hashlib.sha256(
         json.dumps([pins, base.manylinux_platforms, base.python, with_dependencies]).encode()
     ).hexdigest()[:16]
@@ -206,7 +214,7 @@ def download_wheels(
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
     requirements_file = partial / "requirements.txt"
-    requirements_file.write_text("\n".join(pins) + "\n")
+    requirements_file.write_text(text if locked else "\n".join(pins) + "\n")
     command = [
         sys.executable,
         "-m",
@@ -228,6 +236,8 @@ def download_wheels(
     ]
     if not with_dependencies:
         command.append("--no-deps")
+    if locked:
+        command.append("--require-hashes")
     completed = subprocess.run(command, capture_output=True, text=True, check=False)
     output = completed.stdout + completed.stderr
     if completed.returncode != 0:
@@ -293,7 +303,7 @@ def wheel_table(wheels: Iterable[Path], libraries: list[LibraryNeeds]) -> list[d
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m infra.abi", description=__doc__.split("\n")[0])
     parser.add_argument("--architecture", choices=sorted(ARCHITECTURES), default=None)
-    parser.add_argument("--requirements", type=Path, default=WORKER_REQUIREMENTS)
+    parser.add_argument("--requirements", type=Path, default=WORKER_LOCK)
     arguments = parser.parse_args(argv)
     base = load_base_image(architecture=arguments.architecture)
     try:

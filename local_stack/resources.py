@@ -306,13 +306,11 @@ def create_local_resources(
             Bucket=names.bucket,
             ServerSideEncryptionConfiguration=encryption_configuration(bucket_properties),
         )
-    versioning = bucket_properties.get("VersioningConfiguration")
-    if versioning:
-        # Note: moto sends no event for delete markers, so deletes on a versioned local bucket
-        # would never reach the queue (AWS sends ObjectRemoved:DeleteMarkerCreated).
-        s3_client.put_bucket_versioning(
-            Bucket=names.bucket, VersioningConfiguration={"Status": versioning["Status"]}
-        )
+    # VersioningConfiguration is not applied: moto sends no notification when a delete on a
+    # versioned bucket creates a delete marker (AWS sends ObjectRemoved:DeleteMarkerCreated, which
+    # the worker handles like ObjectRemoved:Delete: any ObjectRemoved:* tombstones the item), so a
+    # versioned local bucket would never announce a delete. Unversioned, it sends
+    # ObjectRemoved:Delete, the same path in the worker.
     s3_client.put_bucket_notification_configuration(
         Bucket=names.bucket,
         NotificationConfiguration=notification_configuration(bucket_properties),

@@ -1,14 +1,16 @@
 """``python -m review``: the review console, a web page on 127.0.0.1 for the NEEDS_REVIEW queue.
 
-    python -m review --table T --bucket B [--reviewer NAME] [--model DEST] [--port 8765]
+    python -m review --table T --bucket B [--model DEST] [--port 8765] [--second-opinion 0.05]
     python -m review --stack momee-cataloguer   # T and B from the deployed stack's outputs
-    python -m review          # the local stack that `python -m local_stack --serve` keeps up
+    python -m review [--reviewer NAME]   # the local stack that `local_stack --serve` keeps up
 
 ``T`` and ``B`` are the stack's ``CatalogueTableName`` and ``UploadsBucketName`` outputs; the
 operator's AWS credentials are used as usual, and the reviewer is their identity's ARN (STS
-GetCallerIdentity) unless ``--reviewer`` names someone. The category list is the labels of the
-published model (``--model``: a publish destination, folder or ``s3://``; default ``./artifacts``
-when it has one) plus every label in the queue's own top 3.
+GetCallerIdentity): against AWS nobody chooses their own name. ``--reviewer`` names the reviewer
+on the local stack only (its credentials are fake). The category list is exactly the labels of
+the published model (``--model``: a publish destination, folder or ``s3://``; default
+``./artifacts`` when it has one); without them the console does not start. Each console claims its
+own small batch of photos, so a team starts one console each on the same table.
 """
 
 from __future__ import annotations
@@ -17,37 +19,20 @@ import argparse
 import os
 import sys
 import webbrowser
-from pathlib import Path
-from typing import Any
 
 import boto3
 from botocore.config import Config
 
 from local_stack.state import read_state, state_path
-from review.console import Console, image_origin
+from review.console import Console
+from review.model_labels import model_labels
 from review.server import DEFAULT_PORT, LOOPBACK, ReviewServer
 
-DEFAULT_ARTIFACTS = Path("artifacts")
 NO_STACK_HINT = (
     "No --table/--bucket and no local stack running. Start one in another terminal with "
     "`python -m local_stack --serve` (it writes {path}), or name the deployed stack's "
     "table and bucket (outputs CatalogueTableName and UploadsBucketName)."
 )
-
-
-def model_labels(uri: str | None, s3_client: Any = None) -> list[str]:
-    """The published model's labels, or an empty list when there is no model to read."""
-    from contracts.artifact import ArtifactError, load_artifact
-
-    if uri is None:
-        if not (DEFAULT_ARTIFACTS / "latest.json").is_file():
-            return []
-        uri = str(DEFAULT_ARTIFACTS)
-    try:
-        return load_artifact(uri, only=("labels.json",), s3_client=s3_client).labels
-    except (ArtifactError, OSError) as error:
-        print(f"warning: no labels from {uri}: {error}", file=sys.stderr)
-        return []
 
 
 def caller_arn(session: boto3.session.Session) -> str:
@@ -62,16 +47,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--table", help="catalogue table (stack output CatalogueTableName)")
     parser.add_argument("--bucket", help="uploads bucket (stack output UploadsBucketName)")
     parser.add_argument("--region", help="AWS region (default: your AWS configuration's)")
-    parser.add_argument("--reviewer", help="who decides (default: your AWS identity's ARN)")
+    parser.add_argument("--reviewer", help="who decides, on the local stack only")
     parser.add_argument(
         "--model", help="published model whose labels to offer (default ./artifacts)"
     )
-    parser.add_argument("--host", default=LOOPBACK, help="address to bind (default 127.0.0.1)")
+    parser.add_argument(
+        "--host", default=LOOPBACK, help="loopback address to bind (default 127.0.0.1)"
+    )
+    parser.add_argument(
+        "--second-opinion",
+        type=float,
+        default=0.0,
+        metavar="RATE",
+        help="share of photos decided by two reviewers (0..1; default 0)",
+    )
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="port (0: any free one)")
     parser.add_argument("--open", action="store_true", help="open the page in a browser")
     arguments = parser.parse_args(argv)
 
     model_uri = arguments.model
+    local = not (arguments.stack or arguments.table or arguments.bucket)
+    if arguments.reviewer and not local:
+        parser.error("--reviewer is for the local stack; against AWS your identity decides")
     if arguments.stack:
         from review.stack_outputs import stack_names
 
@@ -98,27 +95,26 @@ def main(argv: list[str] | None = None) -> int:
     dynamodb = session.client("dynamodb", endpoint_url=endpoint)
     # SigV4 presigned URLs carry their own lifetime (X-Amz-Expires), as AWS recommends.
     s3 = session.client("s3", endpoint_url=endpoint, config=Config(signature_version="s3v4"))
-    reviewer = arguments.reviewer or caller_arn(session)
-    console = Console(
-        dynamodb=dynamodb,
-        s3=s3,
-        table=arguments.table,
-        bucket=arguments.bucket,
-        reviewer=reviewer,
-        labels=model_labels(model_uri, s3_client=s3),
-    )
-    if arguments.host != LOOPBACK:
-        print(f"warning: serving on {arguments.host}, not only this machine", file=sys.stderr)
-    server = ReviewServer(
-        console,
-        host=arguments.host,
-        port=arguments.port,
-        image_origin=image_origin(s3, console.bucket),
-    )
+    reviewer = (arguments.reviewer if local else None) or caller_arn(session)
+    try:
+        console = Console(
+            dynamodb=dynamodb,
+            s3=s3,
+            table=arguments.table,
+            bucket=arguments.bucket,
+            reviewer=reviewer,
+            labels=model_labels(model_uri, s3_client=s3),
+            second_opinion_rate=arguments.second_opinion,
+        )
+        server = ReviewServer(console, host=arguments.host, port=arguments.port)
+    except (ValueError, OSError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     remaining = console.progress()["remaining"]
     print(
         f"Review console for table {arguments.table}, bucket {arguments.bucket}: {server.url}\n"
-        f"{remaining} photos wait for review; deciding as {reviewer}. Ctrl-C stops.",
+        f"{remaining}{'+' if remaining >= 1000 else ''} photos wait for review; deciding as "
+        f"{reviewer}. Ctrl-C stops.",
         flush=True,
     )
     if arguments.open:
@@ -129,6 +125,7 @@ def main(argv: list[str] | None = None) -> int:
         pass
     finally:
         server.server_close()
+        console.release_all()  # the photos this console held go back to the team at once
     return 0
 
 

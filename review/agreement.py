@@ -20,11 +20,11 @@ from model_build.evaluation.review_agreement import (
     entries_from_manifests,
     format_agreement,
 )
-from review.reviewed_dataset import decision_entry, reviewed_items
+from review.reviewed_dataset import decisions_with_trail
 
 
 def entries_from_catalogue(dynamodb: Any, table: str, bucket: str | None = None) -> list[dict]:
-    return [decision_entry(item) for item in reviewed_items(dynamodb, table, bucket)]
+    return decisions_with_trail(dynamodb, table, bucket).entries()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,4 +1,4 @@
-"""The review console's HTTP server: the standard library's ``http.server``, on loopback.
+"""The review console's HTTP server: the standard library's ``http.server``, on loopback only.
 
 Why no web framework: the page is one HTML file, one script and one style sheet, and the API is
 three JSON calls; ``ThreadingHTTPServer`` serves that with no new dependency (nothing more to pin,
@@ -10,8 +10,18 @@ audit or keep patched) and every security rule is visible in this one file:
   (compared in constant time) with a JSON body; a cross-site form can set neither. ``Origin``,
   when the browser sends it, must be this server.
 * **No markup from data**: the page builds its DOM with ``textContent`` only, and the
-  Content-Security-Policy allows scripts from this server alone (no inline script) and images only
-  from the S3 endpoint the presigned URLs point at, so a key or label with HTML in it stays text.
+  Content-Security-Policy allows scripts and images from this server alone (no inline script), so
+  a key or label with HTML in it stays text.
+* **Loopback only.** The server refuses to bind anything but a loopback address: it has no login
+  of its own. A reviewer on another machine reaches it through SSH port forwarding
+  (``ssh -L 8765:127.0.0.1:8765 host``), which authenticates with SSH keys, a mechanism far better
+  kept than anything this file could add; on the machine itself, whoever can run the console has
+  the operator's AWS credentials anyway.
+* **Photos** are the console's own JPEG previews of photos it holds, by an opaque id; no route
+  signs or fetches a key a caller names, and images come from this server alone.
+* **Requests a browser would never send** (no or a bad ``Content-Length``, a body over 16 KiB,
+  JSON nested deeper than a few levels) get a 4xx answer, and every connection has a timeout, so
+  a slow or broken client cannot hold a thread.
 * Nothing is cached; the page cannot be framed; no referrer leaves it.
 """
 
@@ -19,6 +29,7 @@ from __future__ import annotations
 
 import hmac
 import html
+import ipaddress
 import json
 import logging
 import threading
@@ -27,19 +38,53 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
 from typing import Any, Final
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import urlsplit
 
-from review.console import BadRequest, Console
+from contracts.image import ImageRejected
+from review.console import BadRequest, Console, NotHeld
 
 LOOPBACK: Final[str] = "127.0.0.1"
 DEFAULT_PORT: Final[int] = 8765
 CSRF_HEADER: Final[str] = "X-CSRF-Token"
 _MAX_BODY: Final[int] = 16 * 1024
+# The page's JSON is an object of strings and booleans: two levels are plenty.
+_MAX_DEPTH: Final[int] = 4
+# Seconds a connection may sit idle mid-request (socket timeout of each handler).
+CONNECTION_TIMEOUT: Final[float] = 15.0
 _STATIC: Final[dict[str, tuple[str, str]]] = {
     "/static/app.js": ("app.js", "text/javascript; charset=utf-8"),
     "/static/app.css": ("app.css", "text/css; charset=utf-8"),
 }
 logger = logging.getLogger(__name__)
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def parse_body(raw: bytes) -> Any:
+    """The JSON of a request; ``ValueError`` for anything that is not small, flat JSON."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for byte in raw:  # nesting is checked before json.loads can recurse into it
+        if in_string:
+            escaped = not escaped and byte == 0x5C
+            in_string = escaped or byte != 0x22
+        elif byte == 0x22:
+            in_string = True
+        elif byte in (0x5B, 0x7B):
+            depth += 1
+            deepest = max(deepest, depth)
+        elif byte in (0x5D, 0x7D):
+            depth -= 1
+    if deepest > _MAX_DEPTH:
+        raise ValueError("JSON nested too deep")
+    return json.loads(raw)
 
 
 def _asset(name: str) -> bytes:
@@ -57,12 +102,15 @@ class ReviewServer(ThreadingHTTPServer):
         *,
         host: str = LOOPBACK,
         port: int = DEFAULT_PORT,
-        image_origin: str,
         allowed_hosts: Iterable[str] = (),
     ) -> None:
+        if not is_loopback(host):
+            raise ValueError(
+                f"the review console serves loopback only, not {host}: reach it from another "
+                "machine with `ssh -L 8765:127.0.0.1:8765 <host>`"
+            )
         super().__init__((host, port), ReviewHandler)
         self.console = console
-        self.image_origin = image_origin
         bound_port = self.server_address[1]
         self.allowed_hosts = {
             f"{name}:{bound_port}" for name in (host, "127.0.0.1", "localhost", "[::1]")
@@ -89,6 +137,7 @@ class ReviewHandler(BaseHTTPRequestHandler):
     server: ReviewServer
     server_version = "momee-review"
     sys_version = ""
+    timeout = CONNECTION_TIMEOUT
 
     # -------------------------------------------------------------------------------- GET ---
 
@@ -102,11 +151,16 @@ class ReviewHandler(BaseHTTPRequestHandler):
             name, content_type = _STATIC[url.path]
             self._send(HTTPStatus.OK, _asset(name), content_type)
         elif url.path == "/api/queue":
-            limit = parse_qs(url.query).get("limit", ["12"])[0]
+            self._json(HTTPStatus.OK, self.server.console.queue())
+        elif url.path.startswith("/api/photo/"):
             try:
-                self._json(HTTPStatus.OK, self.server.console.queue(int(limit)))
-            except ValueError:
-                self._json(HTTPStatus.BAD_REQUEST, {"error": "limit is a number"})
+                preview = self.server.console.photo(url.path.removeprefix("/api/photo/"))
+            except NotHeld as error:
+                self._json(HTTPStatus.NOT_FOUND, {"error": str(error)})
+            except ImageRejected as error:
+                self._json(HTTPStatus.UNPROCESSABLE_ENTITY, {"error": error.reason})
+            else:
+                self._send(HTTPStatus.OK, preview, "image/jpeg")
         else:
             self._json(HTTPStatus.NOT_FOUND, {"error": "not found"})
 
@@ -122,7 +176,10 @@ class ReviewHandler(BaseHTTPRequestHandler):
             return
         token = self.headers.get(CSRF_HEADER, "")
         if not hmac.compare_digest(token.encode(), self.server.console.csrf_token.encode()):
-            self._json(HTTPStatus.FORBIDDEN, {"error": "missing or wrong CSRF token"})
+            # Also what a tab from before a console restart gets: the page stops and says reload.
+            self._json(
+                HTTPStatus.FORBIDDEN, {"error": "missing or wrong CSRF token", "reload": True}
+            )
             return
         origin = self.headers.get("Origin")
         if origin is not None and urlsplit(origin).netloc not in self.server.allowed_hosts:
@@ -131,15 +188,27 @@ class ReviewHandler(BaseHTTPRequestHandler):
         if self.headers.get_content_type() != "application/json":
             self._json(HTTPStatus.UNSUPPORTED_MEDIA_TYPE, {"error": "send JSON"})
             return
-        length = int(self.headers.get("Content-Length") or 0)
+        declared = self.headers.get("Content-Length", "")
+        if not declared.isdigit():
+            self.close_connection = True  # the body's end is unknown: nothing more to read
+            self._json(HTTPStatus.LENGTH_REQUIRED, {"error": "a Content-Length is required"})
+            return
+        length = int(declared)
         if not 0 < length <= _MAX_BODY:
-            self._json(HTTPStatus.BAD_REQUEST, {"error": "body size"})
+            self.close_connection = True
+            self._json(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, {"error": "body size"})
             return
         try:
-            body = json.loads(self.rfile.read(length))
+            body = parse_body(self.rfile.read(length))
             self._json(HTTPStatus.OK, action(body))
-        except (ValueError, BadRequest, AttributeError) as error:
+        except NotHeld as error:
+            # A page older than this console (a restart): it must reload, not go on.
+            self._json(HTTPStatus.CONFLICT, {"error": str(error), "reload": True})
+        except (ValueError, BadRequest) as error:
             self._json(HTTPStatus.BAD_REQUEST, {"error": str(error)})
+        except Exception as error:  # an AWS error: answered, logged, the page says so
+            logger.exception("review request failed")
+            self._json(HTTPStatus.BAD_GATEWAY, {"error": f"{type(error).__name__}: {error}"})
 
     # ---------------------------------------------------------------------------- helpers ---
 
@@ -166,11 +235,14 @@ class ReviewHandler(BaseHTTPRequestHandler):
         self.send_header(
             "Content-Security-Policy",
             "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
-            f"img-src {self.server.image_origin}; base-uri 'none'; form-action 'none'; "
+            "img-src 'self'; base-uri 'none'; form-action 'none'; "
             "frame-ancestors 'none'",
         )
         self.end_headers()
-        self.wfile.write(body)
+        try:
+            self.wfile.write(body)
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True  # the page went away (a preload cut short): nothing to do
 
     def log_message(self, format: str, *args: Any) -> None:
         logger.debug("%s %s", self.address_string(), format % args)

@@ -8,7 +8,9 @@ Two layouts are accepted under ``--data DIR``:
 
 Labels are the sorted folder names of the training data (contract 3 of ARCHITECTURE.md). A label
 folder in ``val/`` or ``test/`` that has no counterpart in ``train/`` is an error: the model could
-never predict it.
+never predict it. A label with no val photo is noted (nothing could measure it); a label of an
+added training folder that the main dataset does not have is refused (a reviewed export naming a
+label outside the model's set would otherwise create a class with a handful of photos and no val).
 
 The split is keyed on the photo's *group* when the dataset names one (a folder level under the
 label folder: ``<label>/<session>/photo.jpg``), else on its file *content* (sha256), never on
@@ -27,7 +29,7 @@ from __future__ import annotations
 import hashlib
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
@@ -140,9 +142,9 @@ def add_training_data(dataset: Dataset, folders: list[Path] | tuple[Path, ...]) 
     The main dataset's val, test and held-out splits stay exactly as they were, so its numbers
     stay comparable from run to run, and no added photo can leak into them: a file with the same
     bytes (sha256) as any evaluation file is dropped (and counted). Each folder is read whole
-    (label folders, or the Kaggle layout, all of its splits). Labels become the sorted union of
-    every folder's label names (contract 3), so a reviewed photo of a category the main dataset
-    lacks still teaches it.
+    (label folders, or the Kaggle layout, all of its splits). Every label of an added folder must
+    be a label of the main dataset: a new class would have no val photo to measure it, so it is
+    a :class:`DatasetError` (add the class to the main dataset's train/ and val/ first).
     """
     if not folders:
         return dataset
@@ -166,8 +168,15 @@ def add_training_data(dataset: Dataset, folders: list[Path] | tuple[Path, ...]) 
             files = _label_files(root)
         if not files:
             raise DatasetError(f"{root} has no label folders (DIR/<label>/<images>)")
+        unknown = sorted(set(files) - set(dataset.labels))
+        if unknown:
+            raise DatasetError(
+                f"{root} has label folder(s) {unknown} that the main dataset {dataset.root} does "
+                "not have: no val photo could measure them. Add the class to the main dataset's "
+                "train/ and val/, or remove the folder."
+            )
         found.append((root, dict(files)))
-    labels = tuple(sorted({*dataset.labels, *(label for _, f in found for label in f)}))
+    labels = dataset.labels
     index = {label: i for i, label in enumerate(labels)}
 
     def relabel(sample: Sample) -> Sample:
@@ -270,19 +279,23 @@ def discover(data_dir: Path, *, val_fraction: float = 0.2, seed: int = 0) -> Dat
             splits = {"train": _samples(train_files, labels)}
             for split, files in other_files.items():
                 splits[split] = _samples(files, labels)
-            return Dataset(root=root, layout="kaggle", labels=labels, splits=splits, seed=seed)
+            return _require_val(
+                Dataset(root=root, layout="kaggle", labels=labels, splits=splits, seed=seed)
+            )
         train, val = _split_by_content(_samples(train_files, labels), val_fraction, seed)
         splits = {"train": train, "val": val}
         if "test" in other_files:
             splits["test"] = _samples(other_files["test"], labels)
-        return Dataset(
-            root=root,
-            layout="kaggle_split_train",
-            labels=labels,
-            splits=splits,
-            val_fraction=val_fraction,
-            seed=seed,
-            notes=("no val/ folder: val was split off train/ by content hash",),
+        return _require_val(
+            Dataset(
+                root=root,
+                layout="kaggle_split_train",
+                labels=labels,
+                splits=splits,
+                val_fraction=val_fraction,
+                seed=seed,
+                notes=("no val/ folder: val was split off train/ by content hash",),
+            )
         )
 
     files = _label_files(root)
@@ -292,14 +305,34 @@ def discover(data_dir: Path, *, val_fraction: float = 0.2, seed: int = 0) -> Dat
         )
     labels = tuple(sorted(files))
     train, val = _split_by_content(_samples(files, labels), val_fraction, seed)
-    return Dataset(
-        root=root,
-        layout="label_folders",
-        labels=labels,
-        splits={"train": train, "val": val},
-        val_fraction=val_fraction,
-        seed=seed,
+    return _require_val(
+        Dataset(
+            root=root,
+            layout="label_folders",
+            labels=labels,
+            splits={"train": train, "val": val},
+            val_fraction=val_fraction,
+            seed=seed,
+        )
     )
+
+
+def _require_val(dataset: Dataset) -> Dataset:
+    """``dataset``, noting every label without a val photo (printed with the audit).
+
+    Such a label is not refused: public datasets ship that way (the Grocery Store dataset's
+    official val split lacks 6 of its 43 labels), and its train photos still teach the other
+    labels what they are not. Nothing can measure it, though, so the note says so, and its
+    evaluation rows read "no images evaluated". What *is* refused is a label that only an added
+    training folder brings (:func:`add_training_data`): that is how a reviewed export would create
+    a new class from a handful of photos.
+    """
+    in_val = {sample.label for sample in dataset.splits.get("val", ())}
+    missing = [label for label in dataset.labels if label not in in_val]
+    if not missing:
+        return dataset
+    note = f"label(s) {missing} have no val photo: nothing measures or calibrates them"
+    return replace(dataset, notes=(*dataset.notes, note))
 
 
 def _is_hidden(path: Path, base: Path) -> bool:

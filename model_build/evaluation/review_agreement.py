@@ -13,6 +13,11 @@ Read from the catalogue (``python -m review.agreement --table T``) or from the
 manifests of reviewed-dataset exports; the evaluation report of a run trained on a reviewed export
 carries the same table as a section.
 
+Per reviewer: how many photos each decided and how often they confirmed the model's first choice
+(reviewer vs model). Reviewer vs reviewer: photos in the console's second-opinion sample were
+decided by two people; the entries carry the first one's choice (``first_opinion``), and the share
+where both chose the same is their agreement.
+
 These photos are the ones the model was unsure of, not a random sample: the rates describe the
 review queue, not the whole catalogue.
 """
@@ -38,12 +43,14 @@ _OUTCOMES: Final[tuple[str, ...]] = (
 def agreement(entries: Iterable[dict[str, Any]]) -> dict[str, Any]:
     """Per-category agreement from decision entries (``model_label``, ``outcome``, ``label``),
     as written in a reviewed-dataset manifest."""
+    entries_seen: list[dict[str, Any]] = []
     said: dict[str, Counter[str]] = defaultdict(Counter)
     corrected_to: dict[str, Counter[str]] = defaultdict(Counter)
     placed: Counter[str] = Counter()
     placed_agreed: Counter[str] = Counter()
     total = 0
     for entry in entries:
+        entries_seen.append(entry)
         model, outcome, label = entry.get("model_label"), entry.get("outcome"), entry.get("label")
         if outcome not in _OUTCOMES or model is None:
             continue
@@ -80,6 +87,42 @@ def agreement(entries: Iterable[dict[str, Any]]) -> dict[str, Any]:
         "decisions": total,
         "agreement": confirmed / judged_total if judged_total else None,
         "categories": rows,
+        **_between_people(list(entries_seen)),
+    }
+
+
+def _between_people(entries: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per-reviewer counts and agreement with the model; agreement between two reviewers on
+    second opinions."""
+    per: dict[str, Counter[str]] = defaultdict(Counter)
+    pairs = agreed = 0
+    for entry in entries:
+        reviewer, outcome = entry.get("reviewed_by"), entry.get("outcome")
+        if reviewer and outcome in _OUTCOMES:
+            per[reviewer][outcome] += 1
+        first = entry.get("first_opinion")
+        if first and outcome in _OUTCOMES:
+            pairs += 1
+            chosen = entry.get("label") or outcome
+            agreed += int(first.get("choice") == chosen)
+    reviewers = []
+    for reviewer, counts in sorted(per.items()):
+        judged = sum(counts.values()) - counts["unusable_photo"]
+        reviewers.append(
+            {
+                "reviewer": reviewer,
+                "decided": sum(counts.values()),
+                "confirmed": counts["confirmed"],
+                "agreement_with_model": counts["confirmed"] / judged if judged else None,
+            }
+        )
+    return {
+        "reviewers": reviewers,
+        "second_opinions": {
+            "photos": pairs,
+            "agreed": agreed,
+            "agreement": agreed / pairs if pairs else None,
+        },
     }
 
 
@@ -105,6 +148,17 @@ def format_agreement(table: dict[str, Any]) -> str:
         f"{table['decisions']} decisions; the model's first choice was confirmed on "
         f"{_percent(table['agreement'])} of the usable photos"
     )
+    for row in table.get("reviewers", []):
+        lines.append(
+            f"  {row['reviewer']}: {row['decided']} decided, agrees with the model on "
+            f"{_percent(row['agreement_with_model'])}"
+        )
+    second = table.get("second_opinions") or {}
+    if second.get("photos"):
+        lines.append(
+            f"reviewer vs reviewer: {second['agreed']} of {second['photos']} second opinions "
+            f"agreed ({_percent(second['agreement'])})"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -138,6 +192,37 @@ Overall the first choice was confirmed on {_percent(table["agreement"])} of the 
 <th>most often corrected to</th><th>not a baby product</th><th>unusable</th>
 <th>reviewer said</th><th>model's first choice there</th></tr>
 {rows}</table>
+{_people_html(table)}"""
+
+
+def _people_html(table: dict[str, Any]) -> str:
+    """Per reviewer, and reviewer vs reviewer (every value escaped)."""
+    rows = "\n".join(
+        "<tr>"
+        + "".join(
+            f"<td>{html.escape(str(cell))}</td>"
+            for cell in (
+                row["reviewer"],
+                row["decided"],
+                row["confirmed"],
+                _percent(row["agreement_with_model"]),
+            )
+        )
+        + "</tr>"
+        for row in table.get("reviewers", [])
+    )
+    second = table.get("second_opinions") or {}
+    between = (
+        f"{second['agreed']} of {second['photos']} photos decided by two reviewers got the same "
+        f"decision from both ({_percent(second['agreement'])})."
+        if second.get("photos")
+        else "No photo was decided by two reviewers (start the consoles with --second-opinion)."
+    )
+    return f"""<h3>Reviewers</h3>
+<table><tr><th>reviewer</th><th>decided</th><th>confirmed the model</th>
+<th>agreement with the model</th></tr>
+{rows}</table>
+<p>Reviewer vs reviewer: {between}</p>
 """
 
 

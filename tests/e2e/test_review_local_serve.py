@@ -77,7 +77,9 @@ def test_serve_then_review_without_arguments(tmp_path: Path) -> None:
         assert queue["remaining"] > 0
         assert queue["reviewer"] == "e2e"
         assert all(item["key"].startswith("uploads/") for item in queue["items"])
-        assert queue["items"][0]["photo_url"].startswith(state.endpoint_url)
+        # The page's photo is the console's own JPEG preview of a photo it holds.
+        with urllib.request.urlopen(url.group(0) + queue["items"][0]["photo"][1:], timeout=30) as r:
+            assert (r.headers["Content-Type"], r.read(2)) == ("image/jpeg", b"\xff\xd8")
     finally:
         if review is not None:
             stop(review)

@@ -32,7 +32,8 @@ from contracts.catalogue import (
 )
 from contracts.catalogue_table import tombstone, write_item, write_tombstone
 from local_stack.resources import create_local_resources
-from review.decisions import Shown, decide, undo
+from review.decisions import decide, undo
+from review.leases import claim_one
 
 pytestmark = pytest.mark.functional
 BUCKET = "momee-uploads-local"
@@ -158,19 +159,25 @@ def test_a_decision_and_its_undo_leave_no_decision_attribute_behind(
         reviewed_by=None,
         reviewed_at=None,
         review_outcome=None,
+        lease_holder=None,
+        lease_expires=None,
+        first_opinion_by=None,
+        first_opinion_choice=None,
     )
     assert write_item(dynamodb, name, waiting)
+    # ... and claimed by a reviewer's console (review.leases)
+    held = claim_one(dynamodb, name, waiting, "alice#1", now=0, until=2_000_000_000)
+    assert held is not None
     before = stored_names(dynamodb, name)
     # WHEN a reviewer rejects it and then takes the decision back
     decided = decide(
-        dynamodb, name, Shown.of(waiting), "not_a_baby_product", reviewer="alice", labels=set()
-    )
+        dynamodb, name, held, "not_a_baby_product", reviewer="alice", holder="alice#1",
+        labels=set(),
+    )  # fmt: skip
     assert decided is not None
     assert stored_names(dynamodb, name) == set(decided.to_attributes())
     assert decided.reviewed_at is not None
-    restored = undo(
-        dynamodb, name, Shown.of(waiting), reviewer="alice", reviewed_at=decided.reviewed_at
-    )
+    restored = undo(dynamodb, name, held, decided)
     # THEN the item has again exactly the attributes it had before the decision
     assert restored is not None
     assert stored_names(dynamodb, name) == before

@@ -18,7 +18,6 @@ import pytest
 
 from infra.abi import (
     BASE_IMAGE_PATH,
-    WORKER_REQUIREMENTS,
     BaseImage,
     LibraryNeeds,
     NetworkUnavailable,
@@ -29,6 +28,7 @@ from infra.abi import (
     version_needs,
     wheel_table,
 )
+from infra.lock import WORKER_LOCK, WORKER_REQUIREMENTS, read_lock
 from local_stack.resources import read_template
 
 pytestmark = pytest.mark.functional
@@ -124,8 +124,14 @@ def test_a_need_above_the_base_image_is_a_violation() -> None:
 
 def test_every_shared_library_of_the_worker_wheels_loads_on_the_base_image() -> None:
     base = load_base_image()
-    wheels = wheels_or_skip(WORKER_REQUIREMENTS, base)
+    wheels = wheels_or_skip(WORKER_LOCK, base)
     libraries, problems = check_wheels(wheels, base)
+    # Exactly the locked set, one wheel per locked package, at the locked version.
+    locked = {(p.name, p.version) for p in read_lock().values()}
+    downloaded = {
+        (re.sub(r"[-_.]+", "-", w.name.split("-")[0]).lower(), w.name.split("-")[1]) for w in wheels
+    }
+    assert downloaded == locked
 
     assert problems == []
     # Not vacuous: LiteRT's core libraries, numpy and Pillow were among those read.

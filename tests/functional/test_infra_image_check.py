@@ -20,11 +20,11 @@ import pytest
 
 from infra.abi import (
     CACHE_ROOT,
-    WORKER_REQUIREMENTS,
     NetworkUnavailable,
     download_wheels,
     load_base_image,
 )
+from infra.lock import WORKER_LOCK
 from tests.support.tiny_artifact import publish_tiny_artifact
 
 pytestmark = pytest.mark.functional
@@ -53,7 +53,7 @@ def image_site() -> tuple[str, Path]:
     if platform.machine() != {"x86_64": "x86_64", "arm64": "aarch64"}[base.architecture]:
         pytest.skip(f"this machine is {platform.machine()}, the image is {base.architecture}")
     try:
-        wheels = download_wheels(WORKER_REQUIREMENTS, base)
+        wheels = download_wheels(WORKER_LOCK, base)
     except NetworkUnavailable as error:
         pytest.skip(f"{error} (no network): the image's import check was not run")
     site = CACHE_ROOT.parent / "image-site" / wheels[0].parent.name

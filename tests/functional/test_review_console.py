@@ -1,26 +1,30 @@
-"""The review console over HTTP (on moto): the queue, decisions, and its security rules — CSRF,
-Host and Origin checks, presigned URLs for ``uploads/`` only, data never turned into markup."""
+"""The review console over HTTP (on moto): the batch, decisions, previews, and its security rules:
+CSRF, Host and Origin checks, photos only of the console's own batch, data never turned into
+markup, malformed requests answered with 4xx, loopback only."""
 
 from __future__ import annotations
 
+import dataclasses
 import http.client
+import io
 import json
 import re
+import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 import boto3
 import pytest
 from botocore.config import Config
 from moto import mock_aws
+from PIL import Image
 
 from contracts.catalogue import CatalogueItem, LabelScore, Status, event_order, utc_now
 from contracts.catalogue_table import read_item, write_item
 from local_stack.resources import create_local_resources
-from review.console import Console, image_origin, photo_url, shortcuts
+from review.console import Console, check_photo_key, shortcuts
 from review.server import ReviewServer
 
 pytestmark = pytest.mark.functional
@@ -42,6 +46,12 @@ def unsure(bucket: str, key: str, uploaded_at: str) -> CatalogueItem:
         uploaded_at=uploaded_at,
         etag="e1",
     )
+
+
+def jpeg(size: tuple[int, int] = (64, 48)) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", size, (200, 120, 40)).save(buffer, format="JPEG")
+    return buffer.getvalue()
 
 
 @dataclass
@@ -68,9 +78,23 @@ class Running:
         return result
 
     def decide(self, item: dict[str, Any], choice: str, **headers: str) -> tuple[int, Any]:
-        body = {name: item[name] for name in ("bucket", "key", "etag", "event_order")}
-        status, _, raw = self.request("POST", "/api/decide", {**body, "choice": choice}, headers)
+        body = {"id": item["id"], "choice": choice}
+        status, _, raw = self.request("POST", "/api/decide", body, headers)
         return status, json.loads(raw)
+
+    def raw_request(self, data: bytes) -> bytes:
+        """Send ``data`` as it is on a socket; what came back (b"" when nothing did)."""
+        host, port = self.server.server_address[:2]
+        with socket.create_connection((host, port), timeout=10) as connection:
+            try:
+                connection.sendall(data)
+                connection.shutdown(socket.SHUT_WR)
+            except OSError:
+                pass  # the server answered and closed before reading everything
+            chunks = []
+            while chunk := connection.recv(65536):
+                chunks.append(chunk)
+        return b"".join(chunks)
 
 
 @pytest.fixture
@@ -83,11 +107,13 @@ def running() -> Iterator[Running]:
         )
         table, bucket = resources.table_name, resources.bucket
         for index, key in enumerate((HOSTILE_KEY, "private/secret.jpg", "uploads/b.jpg")):
-            write_item(dynamodb, table, unsure(bucket, key, f"2026-11-2{index}T00:00:00Z"))
+            etag = s3.put_object(Bucket=bucket, Key=key, Body=jpeg())["ETag"].strip('"')
+            item = unsure(bucket, key, f"2026-11-2{index}T00:00:00Z")
+            write_item(dynamodb, table, dataclasses.replace(item, etag=etag))
         console = Console(
             dynamodb=dynamodb, s3=s3, table=table, bucket=bucket, reviewer="ana", labels=LABELS
         )
-        server = ReviewServer(console, port=0, image_origin=image_origin(s3, bucket))
+        server = ReviewServer(console, port=0)
         server.serve_in_thread()
         try:
             yield Running(server, console, dynamodb, table, bucket)
@@ -102,7 +128,12 @@ def queue(running: Running) -> dict[str, Any]:
     return json.loads(raw)
 
 
-def test_queue_oldest_first_with_top3_labels_and_progress(running: Running) -> None:
+def shown(running: Running, item: dict[str, Any]) -> int:
+    """Fetch the photo as the page does (what lets a decision through); the HTTP status."""
+    return running.request("GET", item["photo"])[0]
+
+
+def test_batch_oldest_first_with_reason_top3_and_fixed_labels(running: Running) -> None:
     data = queue(running)
     assert [item["key"] for item in data["items"]] == [
         HOSTILE_KEY,
@@ -113,15 +144,20 @@ def test_queue_oldest_first_with_top3_labels_and_progress(running: Running) -> N
     assert data["reviewer"] == "ana"
     first = data["items"][0]
     assert first["category"] == "stroller"
-    assert first["top3"][0] == {"label": "stroller", "score": 0.4}
-    # The whole category list: the model's labels plus whatever the queue's top 3 named.
-    assert [entry["label"] for entry in data["labels"]] == sorted([*LABELS, "<b>walkers</b>"])
-    assert all(entry["key"] for entry in data["labels"])
+    assert first["top3"][0] == {"label": "stroller", "score": 0.4, "known": True}
+    # A top-3 label outside the model's set is shown as such, and is no category to choose.
+    assert first["top3"][1] == {"label": "<b>walkers</b>", "score": 0.3, "known": False}
+    assert [entry["label"] for entry in data["labels"]] == sorted(LABELS)
+    assert first["reason_text"].startswith("below the review threshold")
+    assert first["photo"].startswith("/api/photo/")
+    assert "uploads" not in first["photo"]
 
 
 def test_decision_changes_the_item_and_leaves_the_queue(running: Running) -> None:
     item = queue(running)["items"][2]
-    status, result = running.decide(item, "walkers", **{"X-CSRF-Token": running.console.csrf_token})
+    token = {"X-CSRF-Token": running.console.csrf_token}
+    assert shown(running, item) == 200
+    status, result = running.decide(item, "walkers", **token)
     assert status == 200
     assert result["ok"]
     assert (result["outcome"], result["status"], result["remaining"]) == (
@@ -133,17 +169,35 @@ def test_decision_changes_the_item_and_leaves_the_queue(running: Running) -> Non
     assert stored is not None
     assert (stored.category, stored.reviewed_by) == ("walkers", "ana")
     assert "uploads/b.jpg" not in [entry["key"] for entry in queue(running)["items"]]
-    # Shown again later (a stale page): refused, and the page is told the photo changed.
-    status, again = running.decide(item, "bathtub", **{"X-CSRF-Token": running.console.csrf_token})
-    assert (status, again["ok"], again["changed"]) == (200, False, True)
+    # Sent again (a stale page): this console no longer holds it, the page must reload.
+    status, again = running.decide(item, "bathtub", **token)
+    assert (status, again["reload"]) == (409, True)
+
+
+def test_no_decision_on_a_photo_the_page_did_not_show(running: Running) -> None:
+    items = {item["key"]: item for item in queue(running)["items"]}
+    token = {"X-CSRF-Token": running.console.csrf_token}
+    # Never fetched: not seen.
+    status, answer = running.decide(items["uploads/b.jpg"], "walkers", **token)
+    assert status == 400
+    assert "not shown" in answer["error"]
+    # Cannot be shown (outside uploads/): only "unusable" is accepted.
+    secret = items["private/secret.jpg"]
+    assert shown(running, secret) == 422
+    assert queue(running)["items"][1]["unviewable"] == "not_an_image"
+    assert running.decide(secret, "walkers", **token)[0] == 400
+    assert running.decide(secret, "not_a_baby_product", **token)[0] == 400
+    status, answer = running.decide(secret, "unusable_photo", **token)
+    assert (status, answer["ok"]) == (200, True)
 
 
 def test_state_change_without_or_with_a_wrong_csrf_token_is_refused(running: Running) -> None:
     item = queue(running)["items"][2]
+    shown(running, item)
     assert running.decide(item, "walkers")[0] == 403
-    assert running.decide(item, "walkers", **{"X-CSRF-Token": "guess"})[0] == 403
-    body = {name: item[name] for name in ("bucket", "key", "etag", "event_order")}
-    status, _, _ = running.request("POST", "/api/undo", {**body, "reviewed_at": "x"})
+    status, answer = running.decide(item, "walkers", **{"X-CSRF-Token": "guess"})
+    assert (status, answer["reload"]) == (403, True)  # also a tab from before a restart
+    status, _, _ = running.request("POST", "/api/undo", {"id": item["id"]})
     assert status == 403
     # A form post (what another site could make a browser send) is refused even with the token.
     form = {"Content-Type": "application/x-www-form-urlencoded"}
@@ -162,18 +216,21 @@ def test_other_hosts_and_origins_are_refused(running: Running) -> None:
     assert status == 403
 
 
-def test_presigned_urls_only_for_uploads(running: Running) -> None:
+def test_photos_only_from_the_consoles_own_batch(running: Running) -> None:
     items = {item["key"]: item for item in queue(running)["items"]}
-    assert items["private/secret.jpg"]["photo_url"] is None
-    url = urlsplit(items["uploads/b.jpg"]["photo_url"])
-    assert url.path.endswith("/uploads/b.jpg")
-    assert int(parse_qs(url.query)["X-Amz-Expires"][0]) <= 300
-    s3 = running.console.s3
+    status, headers, body = running.request("GET", items["uploads/b.jpg"]["photo"])
+    assert (status, headers["Content-Type"], body[:2]) == (200, "image/jpeg", b"\xff\xd8")
     for key in ("private/secret.jpg", "uploads/", "uploads/../private/secret.jpg", "upload.jpg"):
         with pytest.raises(ValueError, match="photo"):
-            photo_url(s3, running.bucket, key)
-    # No route signs or proxies a key the caller names.
-    for path in ("/api/photo?key=private/secret.jpg", "/photo/private/secret.jpg", "/static/x"):
+            check_photo_key(key)
+    # No route fetches or signs a key (or an id) the caller makes up.
+    for path in (
+        "/api/photo/uploads/b.jpg",
+        "/api/photo/guess",
+        "/api/photo?key=private/secret.jpg",
+        "/photo/private/secret.jpg",
+        "/static/x",
+    ):
         assert running.request("GET", path)[0] == 404
 
 
@@ -182,6 +239,7 @@ def test_page_carries_no_data_and_never_builds_markup_from_it(running: Running) 
     assert status == 200
     csp = headers["Content-Security-Policy"]
     assert "script-src 'self'" in csp
+    assert "img-src 'self'" in csp
     assert "unsafe-inline" not in csp
     assert headers["X-Content-Type-Options"] == "nosniff"
     text = page.decode()
@@ -193,8 +251,57 @@ def test_page_carries_no_data_and_never_builds_markup_from_it(running: Running) 
     # The API answers JSON only: the hostile key is a string in it, never HTML.
     status, headers, raw = running.request("GET", "/api/queue")
     assert headers["Content-Type"] == "application/json"
-    assert b"<img" not in raw  # "<" travels as \\u003c
+    assert b"<img" not in raw
+    assert b"<b>" not in raw
     assert json.loads(raw)["items"][0]["key"] == HOSTILE_KEY
+
+
+def test_malformed_requests_get_a_4xx_answer(running: Running) -> None:
+    """Requests no browser sends: each is answered (4xx), none leaves the client hanging."""
+    host, port = running.server.server_address[:2]
+    token = running.console.csrf_token
+    start = (
+        f"POST /api/decide HTTP/1.1\r\nHost: {host}:{port}\r\nX-CSRF-Token: {token}\r\n"
+        "Content-Type: application/json\r\n"
+    )
+    for request, expected in (
+        (start + "\r\n{}", b"411"),  # no Content-Length
+        (start + "Content-Length: -5\r\n\r\n{}", b"411"),
+        (start + "Content-Length: ten\r\n\r\n{}", b"411"),
+        (start + "Content-Length: 99999999\r\n\r\n{}", b"413"),
+        (start + 'Content-Length: 7\r\n\r\n{"id":', b"400"),  # truncated JSON
+        (start + "Content-Length: 2\r\n\r\n[]", b"400"),  # not an object
+    ):
+        answer = running.raw_request(request.encode())
+        assert answer.split(b" ")[1] == expected, request
+    nested = b"[" * 10_000 + b"]" * 10_000
+    answer = running.raw_request(
+        (start + f"Content-Length: {len(nested)}\r\n\r\n").encode() + nested
+    )
+    assert answer.split(b" ")[1] == b"413"  # over 16 KiB
+    nested = b'{"id":' * 1000 + b"1" + b"}" * 1000
+    answer = running.raw_request(
+        (start + f"Content-Length: {len(nested)}\r\n\r\n").encode() + nested
+    )
+    assert answer.split(b" ")[1] == b"400"
+    assert b"too deep" in answer
+
+
+def test_an_idle_connection_is_closed(running: Running, monkeypatch: pytest.MonkeyPatch) -> None:
+    from review import server as server_module
+
+    assert server_module.ReviewHandler.timeout == server_module.CONNECTION_TIMEOUT
+    monkeypatch.setattr(server_module.ReviewHandler, "timeout", 0.5)
+    host, port = running.server.server_address[:2]
+    with socket.create_connection((host, port), timeout=10) as connection:
+        connection.sendall(b"POST /api/decide HTTP/1.1\r\n")  # and then nothing
+        assert connection.recv(1024) == b""  # closed by the server, not after 10 s
+
+
+def test_console_serves_loopback_only(running: Running) -> None:
+    for host in ("0.0.0.0", "192.168.1.10", "example.com"):
+        with pytest.raises(ValueError, match="loopback only"):
+            ReviewServer(running.console, host=host, port=0)
 
 
 def test_shortcut_letters_are_unique_and_leave_reserved_keys_free() -> None:
@@ -210,30 +317,24 @@ def test_shortcut_letters_are_unique_and_leave_reserved_keys_free() -> None:
     assert (keys["baby_bed"], keys["baby_car_seat"], keys["walkers"]) == ("b", "c", "w")
 
 
-def test_remaining_is_recounted_every_few_seconds_and_adjusted_between(running: Running) -> None:
-    now = [0.0]
-    console = Console(
-        dynamodb=running.dynamodb,
-        s3=running.console.s3,
-        table=running.table,
-        bucket=running.bucket,
-        reviewer="bo",
-        labels=LABELS,
-        clock=lambda: now[0],
+def test_letters_never_change_when_an_unknown_label_appears(running: Running) -> None:
+    """GIVEN a console whose letters the page learned WHEN a photo whose top 3 names a label
+    outside the model's set joins the batch THEN every letter stays, and the label gets none."""
+    before = queue(running)["labels"]
+    later = dataclasses.replace(
+        unsure(running.bucket, "uploads/new.jpg", "2026-11-29T00:00:00Z"),
+        top3=(LabelScore("playpen", 0.6), LabelScore("stroller", 0.2)),
     )
-    calls = []
-    running.dynamodb.meta.events.register(
-        "provide-client-params.dynamodb.Query", lambda params, **_: calls.append(dict(params))
-    )
-    assert console.remaining() == 3
-    item = console.queue()["items"][2]
-    counted = len([c for c in calls if c.get("Select") == "COUNT"])
-    now[0] = 10.0  # pace: one decision 10 s after the console started
-    result = console.decide({**item, "choice": "walkers"})
-    assert (result["remaining"], result["per_minute"], result["decided"]) == (2, 6.0, 1)
-    assert len([c for c in calls if c.get("Select") == "COUNT"]) == counted  # no recount
-    undone = console.undo({**item, "reviewed_at": result["reviewed_at"]})
-    assert (undone["ok"], undone["remaining"], undone["decided"]) == (True, 3, 0)
-    now[0] = 60.0
-    assert console.remaining() == 3
-    assert len([c for c in calls if c.get("Select") == "COUNT"]) == counted + 1
+    write_item(running.dynamodb, running.table, later)
+    data = queue(running)
+    assert data["labels"] == before
+    assert "playpen" not in [entry["label"] for entry in data["labels"]]
+
+
+def test_against_aws_the_reviewer_is_not_self_chosen(capsys: pytest.CaptureFixture[str]) -> None:
+    from review.__main__ import main
+
+    with pytest.raises(SystemExit) as stopped:
+        main(["--table", "t", "--bucket", "b", "--reviewer", "someone-else"])
+    assert stopped.value.code == 2
+    assert "your identity decides" in capsys.readouterr().err

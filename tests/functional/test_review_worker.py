@@ -23,7 +23,8 @@ from handler import app
 from local_stack.resources import LocalResources, create_local_resources
 from local_stack.stack import LocalContext, drain_queue, sqs_event
 from operations.backfill import backfill
-from review.decisions import Shown, decide
+from review.decisions import decide
+from review.leases import claim_one
 from sample_data.photos import LABELS, draw_sample_image
 from tests.support.tiny_artifact import publish_tiny_artifact
 
@@ -91,8 +92,10 @@ def test_human_decision_survives_duplicates_and_backfill_until_a_new_upload(
     assert shown is not None
     assert shown.status is Status.NEEDS_REVIEW
     choice = next(label for label in LABELS if label != shown.category)
+    held = claim_one(stack.dynamodb, table, shown, "ana#1", now=0, until=2_000_000_000)
+    assert held is not None
     decided = decide(
-        stack.dynamodb, table, Shown.of(shown), choice, reviewer="ana", labels=set(LABELS)
+        stack.dynamodb, table, held, choice, reviewer="ana", holder="ana#1", labels=set(LABELS)
     )
     assert decided is not None
     assert decided.review_outcome is ReviewOutcome.CORRECTED

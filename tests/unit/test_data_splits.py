@@ -96,7 +96,7 @@ def test_a_capture_session_folder_goes_whole_to_one_side(tmp_path: Path) -> None
     # GIVEN val photos in session folders (<label>/<session>/photo.jpg), 4 photos per session
     root = _kaggle(tmp_path / "d")
     shutil.rmtree(root / "val")
-    for label in ("a", "b"):
+    for label in ("a", "b", "c"):  # every label keeps val photos (discover refuses one without)
         for session in range(6):
             _write(root / "val" / label, f"s{session}", 4, salt=f"{label}{session}")
     # WHEN the held-out part is carved out of val

@@ -38,6 +38,17 @@ def test_delete_event_has_no_size_or_etag() -> None:
     assert (record.size, record.etag) == (None, None)
 
 
+def test_a_delete_on_the_versioned_bucket_is_a_delete() -> None:
+    """template.yaml versions the uploads bucket: a seller's delete adds a delete marker, which S3
+    announces as ObjectRemoved:DeleteMarkerCreated (with the marker's versionId)."""
+    event = load_event("s3_delete.json")
+    event["Records"][0]["eventName"] = "ObjectRemoved:DeleteMarkerCreated"
+    event["Records"][0]["s3"]["object"]["versionId"] = "3HL4kqtJlcpXroDTDmJ.rmSpXd3dIbrHY"
+    (record,) = records_from_s3_event(event)
+    assert record.is_removed
+    assert not record.is_created
+
+
 def test_every_record_of_every_message_with_decoded_keys() -> None:
     event = load_event("sqs_s3_multi_record.json")
     assert is_sqs_event(event)

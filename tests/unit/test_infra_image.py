@@ -77,7 +77,7 @@ def test_forbidden_pattern_catches_the_usual_spellings() -> None:
         assert not FORBIDDEN.match(name), name
 
 
-def test_the_image_installs_only_the_worker_requirements() -> None:
+def test_the_image_installs_exactly_the_locked_set_with_hashes() -> None:
     runs = [arguments for instruction, arguments in instructions() if instruction == "RUN"]
     installs = [run for run in runs if re.search(r"\bpip3?\b|\bpython3? -m pip\b", run)]
     assert len(installs) == 1, installs
@@ -99,7 +99,9 @@ def test_the_image_installs_only_the_worker_requirements() -> None:
         for instruction, arguments in instructions()
         if instruction == "COPY" and requirement_files[0] in arguments.split()
     ]
-    assert copied == ["handler/requirements.txt", requirement_files[0]]
+    assert copied == ["handler/requirements.lock", requirement_files[0]]
+    # Every file's hash checked, nothing resolved beyond the lock, wheels only.
+    assert {"--require-hashes", "--no-deps", "--only-binary=:all:"} <= set(words)
     steps = " ".join(arguments.lower() for _, arguments in instructions())
     assert "tensorflow" not in steps
     assert "keras" not in steps
@@ -109,7 +111,10 @@ def test_the_image_is_built_from_the_lambda_python_base_and_runs_the_handler() -
     steps = instructions()
     froms = [arguments for instruction, arguments in steps if instruction == "FROM"]
     assert len(froms) == 1
-    assert re.fullmatch(r"public\.ecr\.aws/lambda/python:3\.12-(arm64|x86_64)", froms[0])
+    # A digest pin (docs/operations.md, "Pin the base image") is welcome; the tag stays readable.
+    assert re.fullmatch(
+        r"public\.ecr\.aws/lambda/python:3\.12-(arm64|x86_64)(@sha256:[0-9a-f]{64})?", froms[0]
+    )
     assert steps[-1] == ("CMD", '["handler.app.lambda_handler"]')
 
 
@@ -205,9 +210,11 @@ def test_the_build_imports_the_worker_and_loads_the_model_before_the_image_is_do
 
 def test_the_deploy_settings_label_comes_last_so_it_never_invalidates_a_layer() -> None:
     steps = instructions()
-    assert steps[-3:] == [
+    assert steps[-4:] == [
         ("ARG", 'DEPLOY_SETTINGS=""'),
         ("LABEL", 'id.momee.deploy-settings="${DEPLOY_SETTINGS}"'),
+        # What the cold start compares with the stack's DEPLOY_SETTINGS (deploy_settings.py).
+        ("ENV", 'IMAGE_DEPLOY_SETTINGS="${DEPLOY_SETTINGS}"'),
         ("CMD", '["handler.app.lambda_handler"]'),
     ]
 
@@ -238,6 +245,7 @@ def ignored(path: str) -> bool:
     [
         "handler/app.py",
         "handler/requirements.txt",
+        "handler/requirements.lock",
         "contracts/image.py",
         "artifacts/20261124T014800Z-3fa9c1d2/model.tflite",
         "artifacts/20261124T014800Z-3fa9c1d2/model_int8.tflite",

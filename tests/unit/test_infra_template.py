@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from contracts.artifact import VERSION_PATTERN
+from contracts.catalogue import PROBE_PREFIX
 from local_stack.resources import (
     QUEUE_ATTRIBUTE_PROPERTIES,
     TEMPLATE_PATH,
@@ -33,13 +34,23 @@ def properties(logical_id: str) -> dict[str, Any]:
     return RESOURCES[logical_id]["Properties"]
 
 
-def role_statements(role_id: str = "CatalogueFunctionRole") -> list[dict[str, Any]]:
+def role_statements(
+    role_id: str = "CatalogueFunctionRole", *, conditional: bool = False
+) -> list[dict[str, Any]]:
+    """The role's statements; one under ``!If [condition, statement, AWS::NoValue]`` only when
+    ``conditional`` (the migration's grant on the previous table)."""
     role = properties(role_id)
-    return [
-        statement
-        for policy in role["Policies"]
-        for statement in policy["PolicyDocument"]["Statement"]
-    ]
+    statements = []
+    for policy in role["Policies"]:
+        for statement in policy["PolicyDocument"]["Statement"]:
+            if "Fn::If" in statement:
+                _, when_true, when_false = statement["Fn::If"]
+                assert when_false == {"Ref": "AWS::NoValue"}
+                if conditional:
+                    statements.append(when_true)
+            else:
+                statements.append(statement)
+    return statements
 
 
 def as_list(value: Any) -> list[Any]:
@@ -167,8 +178,9 @@ def test_every_bucket_and_table_property_is_applied_locally_or_known_to_be_skipp
             "PublicAccessBlockConfiguration",
             "BucketEncryption",
             "NotificationConfiguration",
+            # replaced by the local name, or irrelevant to moto; versioning is left off because
+            # moto announces no delete marker (local_stack/resources.py says why)
             "VersioningConfiguration",
-            # replaced by the local name, or irrelevant to moto
             "BucketName",
             "OwnershipControls",
             "LifecycleConfiguration",
@@ -395,9 +407,11 @@ def test_function_uses_only_the_explicit_role() -> None:
     assert "ManagedPolicyArns" not in properties("CatalogueFunctionRole")
 
 
-@pytest.mark.parametrize("role_id", ["CatalogueFunctionRole", "CodeDeployRole"])
+@pytest.mark.parametrize(
+    "role_id", ["CatalogueFunctionRole", "CodeDeployRole", "PreTrafficHookRole"]
+)
 def test_no_statement_grants_a_wildcard_resource_or_action(role_id: str) -> None:
-    for statement in role_statements(role_id):
+    for statement in role_statements(role_id, conditional=True):
         assert statement["Effect"] == "Allow"
         for resource in as_list(statement["Resource"]):
             assert resource != "*", statement["Sid"]
@@ -414,6 +428,7 @@ def test_role_grants_exactly_what_the_worker_uses() -> None:
     }
     log_group = repr({"Fn::GetAtt": ["CatalogueLogGroup", "Arn"]})
     uploads = repr({"Fn::Sub": "${UploadsBucket.Arn}/uploads/*"})
+    probes = repr({"Fn::Sub": "${UploadsBucket.Arn}/deploy-probe/*"})
     bucket = repr({"Fn::GetAtt": ["UploadsBucket", "Arn"]})
     table = repr({"Fn::GetAtt": ["CatalogueTable", "Arn"]})
     queue = repr({"Fn::GetAtt": ["CatalogueQueue", "Arn"]})
@@ -422,6 +437,7 @@ def test_role_grants_exactly_what_the_worker_uses() -> None:
         ("logs:CreateLogStream", log_group),
         ("logs:PutLogEvents", log_group),
         ("s3:GetObject", uploads),
+        ("s3:GetObject", probes),
         ("s3:ListBucket", bucket),
         ("dynamodb:DescribeTable", table),
         ("dynamodb:GetItem", table),
@@ -505,6 +521,42 @@ def test_the_worker_code_makes_no_s3_call_beyond_reading() -> None:
     assert used <= {"GetObject"}
 
 
+def test_the_previous_table_is_granted_only_during_a_migration_and_only_what_workers_call() -> None:
+    (previous,) = [
+        s for s in role_statements(conditional=True) if s["Sid"] == "KeepPreviousVersionsWorking"
+    ]
+    assert previous not in role_statements()
+    assert previous["Resource"] == {
+        "Fn::Sub": "arn:${AWS::Partition}:dynamodb:${AWS::Region}:${AWS::AccountId}"
+        ":table/${PreviousCatalogueTable}"
+    }
+    # The schema-1 worker's calls (git history: it deleted items) and today's.
+    assert set(previous["Action"]) == {
+        "dynamodb:DescribeTable",
+        "dynamodb:GetItem",
+        "dynamodb:UpdateItem",
+        "dynamodb:DeleteItem",
+    }
+    assert PARAMETERS["PreviousCatalogueTable"]["Default"] == ""
+
+
+def test_the_hook_may_touch_only_probe_keys_and_only_the_new_version() -> None:
+    statements = {s["Sid"]: s for s in role_statements("PreTrafficHookRole")}
+    assert statements["InvokeTheNewVersion"]["Resource"] == {"Ref": "CatalogueFunction.Version"}
+    items = statements["CheckAndRemoveProbeItems"]
+    assert set(items["Action"]) == {"dynamodb:GetItem", "dynamodb:DeleteItem"}
+    assert items["Condition"] == {
+        "ForAllValues:StringLike": {
+            "dynamodb:LeadingKeys": [{"Fn::Sub": f"${{UploadsBucket}}/{PROBE_PREFIX}*"}]
+        }
+    }
+    listing = statements["FindKnownPhotos"]
+    assert listing["Condition"] == {"StringLike": {"s3:prefix": f"{PROBE_PREFIX}*"}}
+    actions = {a for s in statements.values() for a in as_list(s["Action"])}
+    assert not any(a.startswith(("s3:Put", "s3:Delete")) for a in actions)
+    assert "dynamodb:UpdateItem" not in actions
+
+
 def test_role_cannot_write_to_the_bucket() -> None:
     actions = {action for s in role_statements() for action in as_list(s["Action"])}
     s3_actions = {a for a in actions if a.startswith("s3:")}
@@ -552,7 +604,19 @@ def test_alarms_watch_the_dlq_function_errors_throttles_queue_ages_and_failed_re
             "ApproximateNumberOfMessagesVisible",
             repr({"Fn::GetAtt": ["BackfillDeadLetterQueue", "QueueName"]}),
         ),
+        (
+            "AWS/SQS",
+            "ApproximateAgeOfOldestMessage",
+            repr({"Fn::GetAtt": ["BackfillDeadLetterQueue", "QueueName"]}),
+        ),
     }
+    # The same function's Errors twice: every version (pages), the deployed version (rolls back).
+    errors = [
+        logical_id
+        for logical_id, p in alarms().items()
+        if (p["Namespace"], p["MetricName"]) == ("AWS/Lambda", "Errors")
+    ]
+    assert sorted(errors) == ["FunctionErrorsAlarm", "NewVersionErrorsAlarm"]
     for alarm in alarms().values():
         assert alarm["TreatMissingData"] == "notBreaching"
         assert alarm["AlarmActions"] == alarm["OKActions"]
@@ -577,12 +641,53 @@ def test_an_outage_or_a_failed_cold_start_alarms_within_minutes() -> None:
     ]
 
 
-def test_dlq_age_alarm_fires_well_before_messages_expire() -> None:
-    age = properties("DeadLetterQueueAgeAlarm")
-    retention = properties("CatalogueDeadLetterQueue")["MessageRetentionPeriod"]
+@pytest.mark.parametrize(
+    ("alarm", "queue"),
+    [
+        ("DeadLetterQueueAgeAlarm", "CatalogueDeadLetterQueue"),
+        ("BackfillDeadLetterQueueAgeAlarm", "BackfillDeadLetterQueue"),
+    ],
+)
+def test_dlq_age_alarm_fires_well_before_messages_expire(alarm: str, queue: str) -> None:
+    age = properties(alarm)
+    retention = properties(queue)["MessageRetentionPeriod"]
     assert age["Statistic"] == "Maximum"
+    assert age["Dimensions"] == [
+        {"Name": "QueueName", "Value": {"Fn::GetAtt": [queue, "QueueName"]}}
+    ]
     # At least 3 days left to fix the cause and redrive before SQS deletes the oldest message.
     assert age["Threshold"] <= retention - 3 * 24 * 3600
+
+
+def test_dead_letter_queues_refuse_plain_http_like_their_source_queues() -> None:
+    policies = [
+        resource["Properties"]
+        for resource in RESOURCES.values()
+        if resource["Type"] == "AWS::SQS::QueuePolicy"
+    ]
+    protected = {
+        queue["Ref"]
+        for policy in policies
+        for statement in policy["PolicyDocument"]["Statement"]
+        if statement["Effect"] == "Deny"
+        and statement["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+        for queue in policy["Queues"]
+    }
+    queues = {k for k, r in RESOURCES.items() if r["Type"] == "AWS::SQS::Queue"}
+    assert protected == queues
+
+
+def test_uploads_keep_deleted_and_replaced_photos_for_a_week_then_drop_them() -> None:
+    bucket = properties("UploadsBucket")
+    assert bucket["VersioningConfiguration"] == {"Status": "Enabled"}
+    rules = {rule["Id"]: rule for rule in bucket["LifecycleConfiguration"]["Rules"]}
+    assert rules["expire-noncurrent-versions"]["NoncurrentVersionExpiration"] == {
+        "NoncurrentDays": 7
+    }
+    assert rules["remove-expired-delete-markers"]["ExpiredObjectDeleteMarker"] is True
+    # A delete on a versioned bucket is ObjectRemoved:DeleteMarkerCreated: still forwarded.
+    events = {c["Event"] for c in bucket["NotificationConfiguration"]["QueueConfigurations"]}
+    assert "s3:ObjectRemoved:*" in events
 
 
 def test_outputs_name_everything_an_operator_needs() -> None:
@@ -596,6 +701,7 @@ def test_outputs_name_everything_an_operator_needs() -> None:
         "BackfillDeadLetterQueueUrl": {"Ref": "BackfillDeadLetterQueue"},
         "CatalogueFunctionName": {"Ref": "CatalogueFunction"},
         "CatalogueFunctionAlias": {"Ref": "CatalogueFunction.Alias"},
+        "PreTrafficHookLogGroupName": {"Ref": "PreTrafficHookLogGroup"},
         "StackAlarmTopicArn": {"Ref": "AlarmTopic"},
     }
 
@@ -618,15 +724,38 @@ def test_every_deploy_publishes_a_version_behind_the_live_alias() -> None:
     assert function["AutoPublishAliasAllProperties"] is True
 
 
-def test_the_alias_shifts_gradually_and_rolls_back_on_the_workers_alarm() -> None:
+def test_the_alias_shifts_gradually_and_rolls_back_on_the_new_versions_alarm_only() -> None:
     preference = properties("CatalogueFunction")["DeploymentPreference"]
     assert preference["Type"] == {"Ref": "DeploymentType"}
     assert PARAMETERS["DeploymentType"]["Default"] != "AllAtOnce"
     assert set(PARAMETERS["DeploymentType"]["AllowedValues"]) >= {"AllAtOnce"}
-    assert {"Ref": "FunctionErrorsAlarm"} in preference["Alarms"]
-    for alarm in preference["Alarms"]:
-        assert RESOURCES[alarm["Ref"]]["Type"] == "AWS::CloudWatch::Alarm"
+    # Not FunctionErrorsAlarm: the old version's or a backfill's errors must not roll back a
+    # healthy deploy (it still pages people).
+    assert preference["Alarms"] == [{"Ref": "NewVersionErrorsAlarm"}]
+    assert preference["Hooks"] == {"PreTraffic": {"Ref": "PreTrafficHookFunction"}}
     assert preference["Role"] == {"Fn::GetAtt": ["CodeDeployRole", "Arn"]}
+    paging = properties("FunctionErrorsAlarm")
+    assert paging["Dimensions"] == [{"Name": "FunctionName", "Value": {"Ref": "CatalogueFunction"}}]
+
+
+def test_the_rollback_alarm_counts_only_the_deployed_version_through_the_alias() -> None:
+    """Lambda Developer Guide, "Viewing metrics": ExecutedVersion compares the versions behind a
+    weighted alias; Lambda sends metrics each minute."""
+    alarm = properties("NewVersionErrorsAlarm")
+    assert (alarm["Namespace"], alarm["MetricName"]) == ("AWS/Lambda", "Errors")
+    assert alarm["Dimensions"] == [
+        {"Name": "FunctionName", "Value": {"Ref": "CatalogueFunction"}},
+        {"Name": "Resource", "Value": {"Fn::Sub": "${CatalogueFunction}:live"}},
+        {
+            "Name": "ExecutedVersion",
+            # !GetAtt CatalogueFunction.Version.Version: SAM resolves it to the number of the
+            # version this deploy publishes (checked on the transformed template below).
+            "Value": {"Fn::GetAtt": ["CatalogueFunction", "Version.Version"]},
+        },
+    ]
+    assert properties("CatalogueFunction")["AutoPublishAlias"] == "live"
+    assert (alarm["Period"], alarm["EvaluationPeriods"]) == (60, 1)
+    assert (alarm["Statistic"], alarm["Threshold"]) == ("Sum", 0)
 
 
 def test_codedeploy_may_move_only_this_functions_alias_and_read_only_its_alarm() -> None:
@@ -642,7 +771,9 @@ def test_codedeploy_may_move_only_this_functions_alias_and_read_only_its_alarm()
     }
     function = repr({"Fn::GetAtt": ["CatalogueFunction", "Arn"]})
     versions = repr({"Fn::Sub": "${CatalogueFunction.Arn}:*"})
+    hook = repr({"Fn::GetAtt": ["PreTrafficHookFunction", "Arn"]})
     assert grants == {
+        ("lambda:InvokeFunction", hook),
         *(
             (action, resource)
             for action in (
@@ -652,7 +783,7 @@ def test_codedeploy_may_move_only_this_functions_alias_and_read_only_its_alarm()
             )
             for resource in (function, versions)
         ),
-        ("cloudwatch:DescribeAlarms", repr({"Fn::GetAtt": ["FunctionErrorsAlarm", "Arn"]})),
+        ("cloudwatch:DescribeAlarms", repr({"Fn::GetAtt": ["NewVersionErrorsAlarm", "Arn"]})),
     }
 
 
@@ -696,7 +827,51 @@ def test_sam_transform_points_both_mappings_at_the_alias() -> None:
     ]
     # SAM created no role of its own (its CodeDeploy role would carry Resource "*").
     roles = {k for k, r in resources.items() if r["Type"] == "AWS::IAM::Role"}
-    assert roles == {"CatalogueFunctionRole", "CodeDeployRole"}
+    assert roles == {"CatalogueFunctionRole", "CodeDeployRole", "PreTrafficHookRole"}
+
+
+def test_sam_transform_runs_the_hook_before_traffic_and_rolls_back_on_the_new_version_only() -> (
+    None
+):
+    """On the template sam deploy submits: the hook guards the alias update; the deployment
+    group's only alarm counts errors of the version this deploy publishes, so an error of the
+    old version (ExecutedVersion = the old number) or of a backfill on it cannot roll it back."""
+    resources = sam_transformed_template()["Resources"]
+    (alias_id,) = [k for k, r in resources.items() if r["Type"] == "AWS::Lambda::Alias"]
+    (version_id,) = [k for k, r in resources.items() if r["Type"] == "AWS::Lambda::Version"]
+    alias = resources[alias_id]
+    assert alias["Properties"]["FunctionVersion"] == {"Fn::GetAtt": [version_id, "Version"]}
+    update = alias["UpdatePolicy"]["CodeDeployLambdaAliasUpdate"]
+    assert update["BeforeAllowTrafficHook"] == {"Ref": "PreTrafficHookFunction"}
+    (group_id,) = [
+        k for k, r in resources.items() if r["Type"] == "AWS::CodeDeploy::DeploymentGroup"
+    ]
+    assert update["DeploymentGroupName"] == {"Ref": group_id}
+    alarms_ = resources[group_id]["Properties"]["AlarmConfiguration"]
+    assert alarms_["Enabled"] is True
+    assert alarms_["Alarms"] == [{"Name": {"Ref": "NewVersionErrorsAlarm"}}]
+    dimensions = {
+        d["Name"]: d["Value"]
+        for d in resources["NewVersionErrorsAlarm"]["Properties"]["Dimensions"]
+    }
+    # The version the alias is moving to, and nothing else.
+    assert dimensions["ExecutedVersion"] == alias["Properties"]["FunctionVersion"]
+    assert dimensions["Resource"] == {"Fn::Sub": "${CatalogueFunction}:live"}
+    # The hook invokes exactly that version (its ARN), and may invoke nothing else.
+    hook = resources["PreTrafficHookFunction"]["Properties"]
+    assert hook["Environment"]["Variables"]["NEW_VERSION"] == {"Ref": version_id}
+    statements = resources["PreTrafficHookRole"]["Properties"]["Policies"][0]["PolicyDocument"][
+        "Statement"
+    ]
+    invokes = [s for s in statements if s["Action"] == "lambda:InvokeFunction"]
+    assert invokes == [
+        {
+            "Sid": "InvokeTheNewVersion",
+            "Effect": "Allow",
+            "Action": "lambda:InvokeFunction",
+            "Resource": {"Ref": version_id},
+        }
+    ]
 
 
 def sam_transformed_template() -> dict[str, Any]:
@@ -718,6 +893,8 @@ def sam_transformed_template() -> dict[str, Any]:
         "# What sam build adds: the built image's URI.\n"
         "function = template['Resources']['CatalogueFunction']['Properties']\n"
         "function['ImageUri'] = '123456789012.dkr.ecr.eu-west-1.amazonaws.com/momee:build'\n"
+        "hook = template['Resources']['PreTrafficHookFunction']['Properties']\n"
+        "hook['CodeUri'] = 's3://momee-build/pre-traffic-hook.zip'\n"
         "params = {'ModelVersion': '20261124T014800Z-3fa9c1d2', 'AWS::Region': 'eu-west-1',"
         " 'AWS::AccountId': '123456789012', 'AWS::Partition': 'aws'}\n"
         "class Loader:\n"

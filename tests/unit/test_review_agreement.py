@@ -69,3 +69,27 @@ def test_from_manifests_and_command_line(tmp_path: Path, capsys) -> None:
     assert main(["--manifest", str(export), "--json", str(out)]) == 0
     assert json.loads(out.read_text()) == agreement(ENTRIES)
     assert "walkers" in capsys.readouterr().out
+
+
+def test_per_reviewer_and_reviewer_vs_reviewer_agreement() -> None:
+    """GIVEN decisions by two reviewers, three of them second opinions on Ana's first ones
+    THEN each reviewer's agreement with the model, and the two reviewers' agreement, appear in
+    the table, the text and the report section."""
+    entries = [
+        {**entry("stroller", "confirmed", "stroller"), "reviewed_by": "ana"},
+        {**entry("stroller", "corrected", "walkers"), "reviewed_by": "ana"},
+        {**entry("stroller", "confirmed", "stroller"), "reviewed_by": "bo",
+         "first_opinion": {"reviewer": "ana", "choice": "stroller"}},
+        {**entry("walkers", "not_a_baby_product"), "reviewed_by": "bo",
+         "first_opinion": {"reviewer": "ana", "choice": "not_a_baby_product"}},
+        {**entry("walkers", "corrected", "stroller"), "reviewed_by": "bo",
+         "first_opinion": {"reviewer": "ana", "choice": "walkers"}},
+    ]  # fmt: skip
+    table = agreement(entries)
+    assert table["reviewers"] == [
+        {"reviewer": "ana", "decided": 2, "confirmed": 1, "agreement_with_model": 0.5},
+        {"reviewer": "bo", "decided": 3, "confirmed": 1, "agreement_with_model": 1 / 3},
+    ]
+    assert table["second_opinions"] == {"photos": 3, "agreed": 2, "agreement": 2 / 3}
+    assert "2 of 3 second opinions agreed (67%)" in format_agreement(table)
+    assert "2 of 3 photos decided by two reviewers" in agreement_html(table, "test")
