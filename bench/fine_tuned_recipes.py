@@ -154,11 +154,11 @@ def latest_run(runs: Path, recipe: str) -> Path | None:
 def recipe_row(run_dir: Path, splits: dict[str, Any], labels: list[str]) -> dict[str, Any]:
     """Every number of one trained recipe, from its run folder and the role splits."""
     from model_build.evaluation.metrics import classification_report, top_k_accuracy
-    from model_build.evaluation.thresholds import fit_and_measure
+    from model_build.evaluation.calibration import calibrate
 
     probs = probabilities(run_dir, {n: splits[n] for n in ("calibration", "held_out")})
     y_fit, y_eval = splits["calibration"].label_indices, splits["held_out"].label_indices
-    calibration = fit_and_measure(
+    calibration = calibrate(
         probs["calibration"], y_fit, probs["held_out"], y_eval,
         target_precision=TARGET_PRECISION, confidence=CONFIDENCE,
     )  # fmt: skip
@@ -170,9 +170,9 @@ def recipe_row(run_dir: Path, splits: dict[str, Any], labels: list[str]) -> dict
         "held_out_accuracy": report["accuracy"],
         "held_out_top3": top_k_accuracy(probs["held_out"], y_eval, 3),
         "held_out_macro_f1": report["macro avg"]["f1-score"],
-        "threshold": calibration["review_threshold"],
-        "held_out_coverage": calibration["coverage"],
-        "held_out_precision": calibration["precision_at_threshold"],
+        "threshold": calibration.review_threshold,
+        "held_out_coverage": calibration.coverage,
+        "held_out_precision": calibration.precision_at_threshold,
         "int8_agreement": export.get("int8_agreement"),
         "int8_published": export.get("int8_published"),
         "epochs": len(history),

@@ -91,20 +91,58 @@ class InputContract(BaseModel):
     image_function_version: str = "1"
 
 
-class Calibration(BaseModel):
-    """Temperature scaling and the review threshold chosen on the val set.
+class Interval(BaseModel):
+    """An exact (Clopper–Pearson) confidence interval of a proportion."""
 
-    ``calibrated probabilities = softmax(log(probs) / temperature)``; an image whose top calibrated
-    probability is below ``review_threshold`` is NEEDS_REVIEW. ``coverage`` is the share of val
-    images at or above the threshold and ``target_precision`` the precision they reach.
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    low: float = Field(ge=0, le=1)
+    high: float = Field(ge=0, le=1)
+    level: float = Field(default=0.95, gt=0, lt=1)
+
+
+class Calibration(BaseModel):
+    """The review rule and the guarantee it carries: what ``model_build.evaluation.calibration``
+    returns, the manifest stores and the worker applies — one typed block, frozen.
+
+    ``calibrated probabilities = softmax(log(probs) / temperature)``; the worker auto-catalogues a
+    photo whose top calibrated probability is ≥ ``review_threshold`` and that the unfamiliarity
+    score does not flag; the rest is NEEDS_REVIEW. The threshold was certified on
+    ``calibration_images`` photos so that, with probability ≥ ``confidence``, the precision of what
+    is auto-catalogued is ≥ ``target_precision`` (``assumption`` says for which photos);
+    ``coverage`` and ``precision_at_threshold`` are measured on ``evaluation_images`` held-out
+    photos, with exact intervals. Manifests published before these fields existed carry only the
+    first four; the rest default to "unknown".
     """
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", frozen=True)
 
     temperature: float = Field(gt=0)
     review_threshold: float = Field(ge=0, le=1)
     target_precision: float = Field(ge=0, le=1)
     coverage: float = Field(ge=0, le=1)
+    confidence: float | None = Field(default=None, gt=0, lt=1)
+    coverage_interval: Interval | None = None
+    precision_at_threshold: float | None = Field(default=None, ge=0, le=1)
+    precision_interval: Interval | None = None
+    target_reached: bool | None = None  # on the calibration photos (the certification)
+    target_met_on_held_out: bool | None = None
+    auto_catalogued: int | None = None
+    auto_catalogued_errors: int | None = None
+    unfamiliar_excluded: bool | None = None  # the walk ran on photos the flag lets through
+    method: str | None = None
+    grid: str | None = None
+    minimum_images: int | None = None
+    calibrated_on: str | None = None
+    calibration_images: int | None = None
+    eligible_images: int | None = None
+    coverage_fit: float | None = None
+    precision_fit: float | None = None
+    precision_lower_bound: float | None = None
+    evaluated_on: str | None = None
+    evaluation_images: int | None = None
+    variant: str | None = None  # float32 | int8
+    assumption: str | None = None
 
 
 class Manifest(BaseModel):
@@ -124,6 +162,9 @@ class Manifest(BaseModel):
     # int8's own temperature and threshold (its outputs are not float32's); absent in manifests
     # published before it existed, where the worker falls back to ``calibration``.
     int8_calibration: Calibration | None = None
+    # The publish gate's decision against the latest model (model_build.release.quality_gate),
+    # and whether --force overrode a refusal.
+    publish_gate: dict[str, Any] = Field(default_factory=dict)
     int8: dict[str, Any] = Field(default_factory=dict)
     # What the reported metrics were measured on: split, image count and the content hash of
     # those images (``data_sha256``), so two versions' numbers are comparable only when equal.

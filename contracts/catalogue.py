@@ -171,6 +171,9 @@ class CatalogueItem:
     confidence: float | None = None
     top3: tuple[LabelScore, ...] = field(default_factory=tuple)
     reason: str | None = field(default=None, metadata=_roles(Role.DECISION))
+    # Set only when the worker ran with a REVIEW_THRESHOLD override: the threshold it used, which
+    # no calibration certified — the manifest's precision guarantee does not cover this item.
+    uncertified_threshold: float | None = None
     etag: str | None = None
     size: int | None = None
     width: int | None = None

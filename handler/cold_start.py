@@ -105,9 +105,10 @@ def build_worker(
     dynamodb_client = dynamodb_client or boto3.client("dynamodb", config=CLIENT_CONFIG)
     check_table(dynamodb_client, settings.catalogue_table)
     classifier, artifact = load_model(settings, s3_client)
+    certified = artifact.calibration_for(settings.model_variant).review_threshold
     review_threshold = settings.review_threshold
     if review_threshold is None:
-        review_threshold = artifact.calibration_for(settings.model_variant).review_threshold
+        review_threshold = certified
     return Worker(
         classifier=classifier,
         model_version=artifact.version,
@@ -118,4 +119,5 @@ def build_worker(
         max_image_bytes=settings.max_image_bytes,
         max_image_pixels=settings.max_image_pixels,
         decode_budget=DecodeBudget.for_function_memory(settings.aws_lambda_function_memory_size),
+        threshold_certified=review_threshold == certified,
     )

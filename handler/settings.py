@@ -7,7 +7,9 @@ Environment variables (names are the field names upper-cased):
 * ``MODEL_VERSION``    a version under ``MODEL_URI``; default: the one ``latest.json`` names.
 * ``MODEL_VARIANT``    ``float32`` (default) or ``int8`` (only if the artifact has one).
 * ``MODEL_CACHE_DIR``  where an ``s3://`` model is downloaded (default: the loader's, under /tmp).
-* ``REVIEW_THRESHOLD`` override of the manifest's calibrated review threshold (0..1).
+* ``REVIEW_THRESHOLD`` override of the manifest's certified review threshold (0..1); every item
+  the worker writes then records it as ``uncertified_threshold`` (the manifest's precision
+  guarantee covers its own threshold only).
 * ``MAX_IMAGE_BYTES``  objects above this are REJECTED unread (default 20 MiB).
 * ``MAX_IMAGE_PIXELS`` images above this pixel count are REJECTED before decoding (default 50 MP).
 * ``LOG_LEVEL``        Powertools logger level (default INFO).

@@ -176,10 +176,14 @@ class Worker:
         max_image_pixels: int,
         io_threads: int = IO_THREADS,
         decode_budget: DecodeBudget | None = None,
+        threshold_certified: bool = True,
     ) -> None:
         self.classifier = classifier
         self.model_version = model_version
         self.review_threshold = review_threshold
+        # False with a REVIEW_THRESHOLD override: every item then records the threshold as
+        # uncertified (the manifest's guarantee holds for its own threshold only).
+        self.threshold_certified = threshold_certified
         self.table = table
         self.s3 = s3_client
         self.dynamodb = dynamodb_client
@@ -360,6 +364,7 @@ class Worker:
                 top3=prediction.top3,
                 width=fetched.decoded.width,
                 height=fetched.decoded.height,
+                uncertified_threshold=None if self.threshold_certified else self.review_threshold,
                 **common,
             )
             action = "needs_review" if needs_review else "catalogued"

@@ -58,6 +58,10 @@ class TrainConfig:
     fine_tune_head_learning_rate: float = 1e-4  # the head's rate in that phase
     feature_cache_views: int = 0  # K > 0: train the head on K cached augmented views
     publish: str | None = None  # folder or s3://; None = ./artifacts for the sample, else none
+    # The review rule (model_build.evaluation.calibration): auto-catalogued precision ≥ target
+    # with this confidence, certified on the calibration split.
+    target_precision: float = 0.98
+    threshold_confidence: float = 0.95
     workers: int | None = None  # decode processes; None = one per CPU
     cache_dir: str | None = None  # prepare and feature caches; None = .cache/prepared
     deterministic: bool = False  # op determinism also on GPU (always on for CPU-only runs)

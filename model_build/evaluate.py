@@ -9,16 +9,15 @@ import argparse
 import sys
 from pathlib import Path
 
-from model_build.evaluation.evaluate import (
-    DEFAULT_TARGET_PRECISION,
-    evaluate_run,
-)
+from model_build.evaluation.calibration import DEFAULT_CONFIDENCE, DEFAULT_TARGET_PRECISION
+from model_build.evaluation.evaluate import evaluate_run
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m model_build.evaluate",
-        description="Evaluate a training run on val: report, figures, calibration, threshold.",
+        description="Evaluate a training run: calibration on the calibration split, every number "
+        "on the held-out split. Removes an earlier export (int8's calibration would be stale).",
     )
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("--data", type=Path, default=None, help="dataset folder (default: run's)")
@@ -26,12 +25,12 @@ def main(argv: list[str] | None = None) -> int:
         "--target-precision",
         type=float,
         default=DEFAULT_TARGET_PRECISION,
-        help="precision the auto-catalogued val images must reach (default 0.98)",
+        help="precision the auto-catalogued photos must reach (default 0.98)",
     )
     parser.add_argument(
         "--threshold-confidence",
         type=float,
-        default=None,
+        default=DEFAULT_CONFIDENCE,
         help="confidence that the target precision holds (Clopper-Pearson bound; default 0.95)",
     )
     parser.add_argument(

@@ -327,6 +327,16 @@ class RunFolder:
     def write_export(self, report: dict[str, Any]) -> None:
         _write_json(self.export_report_file, report)
 
+    def remove_export(self) -> None:
+        """Forget an export: its int8 calibration belongs to the evaluation it was made with."""
+        for path in (
+            self.tflite_file,
+            self.int8_file,
+            self.int8_rejected_file,
+            self.path / EXPORT_REPORT_FILE,
+        ):
+            path.unlink(missing_ok=True)
+
     def read_audit(self) -> dict[str, Any] | None:
         audit = _read_json(self.audit_file)
         return audit if isinstance(audit, dict) else None

@@ -59,10 +59,11 @@ from model_build.training.backbones import BACKBONES, fine_tune_block_problem
 DEFAULT_SAMPLE_DIR: Final[Path] = Path("data/sample")
 SAMPLE_TRAIN_PER_LABEL: Final[int] = 60
 # 30, not 15: half of val is held out, and the bounded review threshold needs about 150
-# fitting images to reach 0.98 precision at 95 % confidence (model_build/evaluation/thresholds.py).
+# fitting images to reach 0.98 precision at 95 % confidence (model_build/evaluation/calibration.py).
 SAMPLE_VAL_PER_LABEL: Final[int] = 30
 EXIT_WEIGHTS_UNAVAILABLE: Final[int] = 2
 EXIT_BAD_DATA: Final[int] = 2
+EXIT_NOT_PUBLISHED: Final[int] = 3  # trained and exported, but the publish gate refused it
 
 
 def parse_arguments(argv: list[str] | None = None) -> TrainConfig:
@@ -137,6 +138,18 @@ def parse_arguments(argv: list[str] | None = None) -> TrainConfig:
         "--fine-tune-from the activations at the block (default there: 2)",
     )
     add("--publish", help="publish destination (folder or s3://bucket/prefix), or none")
+    add(
+        "--target-precision",
+        type=float,
+        default=defaults.target_precision,
+        help="precision the auto-catalogued photos must reach (the review threshold's target)",
+    )
+    add(
+        "--threshold-confidence",
+        type=float,
+        default=defaults.threshold_confidence,
+        help="confidence that the target holds (Clopper-Pearson, fixed-sequence)",
+    )
     add("--workers", type=int)
     add("--cache-dir", help="prepare and feature cache folder (default .cache/prepared)")
     add("--deterministic", action="store_true", help="op determinism on GPU too (slower)")
@@ -239,25 +252,18 @@ def run(config: TrainConfig) -> int:
             "weights": config.weights,
             **_review_agreement(dataset),
         },
+        target_precision=config.target_precision,
+        threshold_confidence=config.threshold_confidence,
         batch_size=plan.global_batch_size,
         verbose=1 if plan.verbose == 1 else 0,
     )
-    calibration = evaluation.metrics["calibration"]
-    evaluated = held_out if held_out is not None else val
     export_model(
         trained.model,
         plan.export_dir,
-        val_images=val.pixels,
-        train_images=train.pixels,
-        keras_probabilities=evaluation.val_probabilities,
-        val_labels=val.label_indices,
-        eval_images=evaluated.pixels,
-        eval_labels=evaluated.label_indices,
-        evaluated_on=plan.evaluation_split,
-        target_precision=float(calibration.get("target_precision") or 0.98),
-        threshold_confidence=calibration.get("confidence"),
-        # The unfamiliarity score (fitted by evaluation) reads pooled features: a second output.
-        features=run_folder.unfamiliarity_file.is_file(),
+        calibration_split=val,
+        representative_images=train.pixels,
+        evaluation=evaluation,
+        held_out=held_out,
     )
     version = None
     if config.publishes:
@@ -266,10 +272,14 @@ def run(config: TrainConfig) -> int:
         try:
             version = publish_run(run_folder.path, config.publish)
         except PublishError as error:  # the quality gate (near chance, worse than latest)
+            run_folder.write_state(config, "refused")
             print(
                 f"not published: {error}; python -m model_build.publish {run_folder.path} --to "
-                f"{config.publish} --force publishes it anyway"
+                f"{config.publish} --force publishes it anyway (recorded in the manifest)",
+                file=sys.stderr,
             )
+            # A pipeline must be able to tell: the model was trained but not published.
+            return EXIT_NOT_PUBLISHED
     run_folder.write_state(config, "done", published_version=version)
 
     wall = time.monotonic() - started
@@ -312,6 +322,12 @@ def check_choices(config: TrainConfig) -> None:
     for name in ("batch_size", "epochs"):
         if getattr(config, name) < 1:
             problems.append(f"--{name.replace('_', '-')} must be at least 1")
+    if not 0.0 < config.target_precision <= 1.0:
+        problems.append(f"--target-precision must be in (0, 1], got {config.target_precision}")
+    if not 0.0 < config.threshold_confidence < 1.0:
+        problems.append(
+            f"--threshold-confidence must be in (0, 1), got {config.threshold_confidence}"
+        )
     for name in ("feature_cache_views", "fine_tune_layers", "fine_tune_epochs"):
         if getattr(config, name) < 0:
             problems.append(f"--{name.replace('_', '-')} must not be negative")

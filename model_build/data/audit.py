@@ -11,8 +11,8 @@ It reports:
 * files that cannot be used (unreadable, not an image, corrupt, too large…), with the image
   function's reason — they are listed and skipped, never fatal;
 * leakage between splits: *exact* duplicates (same bytes) and *near* duplicates (perceptual hash
-  of the 224×224 model input within :data:`NEAR_DUPLICATE_DISTANCE` bits) across train and
-  val/test;
+  of the 224×224 model input within :data:`NEAR_DUPLICATE_DISTANCE` bits) between every pair of
+  splits (train, selection, calibration, held-out — or train/val/test before roles are given);
 * tiny originals (shorter side below :data:`TINY_SIDE` pixels), which the model sees upscaled;
 * class imbalance (largest label more than :data:`IMBALANCE_RATIO` times the smallest in a split)
   and labels with no images in a split.
@@ -94,7 +94,8 @@ def audit_dataset(
     exact, near = _cross_split_duplicates(usable, results)
     if exact:
         warnings.append(
-            f"{len(exact)} exact duplicate(s) across splits: val/test accuracy is inflated"
+            f"{len(exact)} exact duplicate(s) across splits: the numbers of the later split are "
+            "inflated"
         )
     if near:
         warnings.append(
@@ -166,36 +167,52 @@ def audit_dataset(
 def _cross_split_duplicates(
     dataset: Dataset, results: dict[str, DecodeResult]
 ) -> tuple[list[dict], list[dict]]:
-    """Exact (same sha256) and near (phash distance) duplicates between train and val/test."""
-    train = dataset.splits.get("train", ())
+    """Exact (same sha256) and near (phash distance) duplicates between *every pair* of splits.
+
+    With roles (train, selection, calibration, held_out) a copy of a training photo among the
+    held-out ones inflates the reported numbers as surely as one in val did; every pair is
+    compared, each pair once, in the order the splits are listed."""
     exact: list[dict] = []
     near: list[dict] = []
-    by_digest: dict[str, list[Path]] = defaultdict(list)
-    for sample in train:
-        by_digest[sample.sha256].append(sample.path)
-    train_hashes = np.array([int(results[s.sha256].phash, 16) for s in train], dtype=np.uint64)
-    for split in ("val", "test"):
-        for sample in dataset.splits.get(split, ()):
-            for train_path in by_digest.get(sample.sha256, ()):
-                exact.append(
-                    {"split": split, "path": str(sample.path), "train_path": str(train_path)}
-                )
-            if not len(train_hashes):
-                continue
-            value = np.uint64(int(results[sample.sha256].phash, 16))
-            distances = np.bitwise_count(np.bitwise_xor(train_hashes, value))
-            for index in np.flatnonzero(distances <= NEAR_DUPLICATE_DISTANCE):
-                if train[index].sha256 == sample.sha256:
-                    continue  # already an exact duplicate
-                near.append(
-                    {
-                        "split": split,
-                        "path": str(sample.path),
-                        "train_path": str(train[index].path),
-                        "distance_bits": int(distances[index]),
-                    }
-                )
+    names = [name for name, samples in dataset.splits.items() if samples]
+    hashes = {
+        name: np.array(
+            [int(results[s.sha256].phash, 16) for s in dataset.splits[name]], dtype=np.uint64
+        )
+        for name in names
+    }
+    for position, first in enumerate(names):
+        by_digest: dict[str, list[Path]] = defaultdict(list)
+        for sample in dataset.splits[first]:
+            by_digest[sample.sha256].append(sample.path)
+        for second in names[position + 1 :]:
+            for sample in dataset.splits[second]:
+                for other in by_digest.get(sample.sha256, ()):
+                    exact.append(_pair(first, other, second, sample.path))
+                value = np.uint64(int(results[sample.sha256].phash, 16))
+                distances = np.bitwise_count(np.bitwise_xor(hashes[first], value))
+                for index in np.flatnonzero(distances <= NEAR_DUPLICATE_DISTANCE):
+                    other = dataset.splits[first][index]
+                    if other.sha256 == sample.sha256:
+                        continue  # already an exact duplicate
+                    near.append(
+                        {
+                            **_pair(first, other.path, second, sample.path),
+                            "distance_bits": int(distances[index]),
+                        }
+                    )
     return exact, near
+
+
+def _pair(first: str, first_path: Path, second: str, second_path: Path) -> dict:
+    # "split"/"path" name the later split's photo and "train_path" the earlier one, as before
+    # (when only train was compared with val and test); "splits" names both.
+    return {
+        "splits": [first, second],
+        "split": second,
+        "path": str(second_path),
+        "train_path": str(first_path),
+    }
 
 
 def plot_counts(counts: dict[str, dict[str, int]], path: Path) -> None:

@@ -24,12 +24,19 @@ import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import Any
 
 import numpy as np
 
-from model_build.data.splits import CALIBRATION, recorded_name, reported_split
-from model_build.evaluation.calibration import apply_temperature, calibrate
+from contracts.artifact import Calibration
+from model_build.data.splits import CALIBRATION, check_roles, recorded_name, reported_split
+from model_build.evaluation.calibration import (
+    DEFAULT_CONFIDENCE,
+    DEFAULT_TARGET_PRECISION,
+    apply_temperature,
+    calibrate,
+    quality,
+)
 from model_build.evaluation.metrics import (
     best_epochs,
     classification_report,
@@ -40,8 +47,6 @@ from model_build.evaluation.metrics import (
 )
 from model_build.evaluation.report import REPORT_TEXT_FILE, draw_figures, write_html_report
 from model_build.run_folder import RunFolder
-
-DEFAULT_TARGET_PRECISION: Final[float] = 0.98
 
 
 def evaluate_predictions(
@@ -54,13 +59,13 @@ def evaluate_predictions(
     history: dict[str, list[float]] | None = None,
     target_precision: float = DEFAULT_TARGET_PRECISION,
     context: dict[str, Any] | None = None,
-    calibration: dict[str, Any] | None = None,
+    calibration: Calibration | None = None,
 ) -> dict[str, Any]:
     """Compute every number, draw every figure into ``out_dir/report/``, write metrics.json.
 
-    ``calibration``: fitted elsewhere and measured on these predictions
-    (:func:`model_build.evaluation.thresholds.fit_and_measure`); ``None`` fits it on these
-    predictions.
+    ``calibration``: fitted on the calibration photos and measured on these predictions
+    (:func:`model_build.evaluation.calibration.calibrate`); ``None`` fits it on these very
+    predictions (the report then says so).
     """
     probabilities = np.asarray(probabilities, dtype=np.float64)
     y_true = np.asarray(y_true, dtype=np.int64)
@@ -79,20 +84,32 @@ def evaluate_predictions(
     matrix = confusion_matrix(y_true, y_pred, len(labels))
     pairs = most_confused_pairs(matrix, labels)
     if calibration is None:
-        calibration = calibrate(probabilities, y_true, target_precision=target_precision)
+        calibration = calibrate(
+            probabilities,
+            y_true,
+            probabilities,
+            y_true,
+            target_precision=target_precision,
+            calibrated_on="evaluated photos",
+            evaluated_on="the same photos",
+        )
+    calibration_block = {
+        **calibration.model_dump(mode="json"),
+        **quality(probabilities, y_true, calibration.temperature),
+    }
     history = history or {}
     text = format_report(report)
     (report_dir / REPORT_TEXT_FILE).write_text(text)
 
     confidence = None
     if images is not None and len(images):
-        confidence = apply_temperature(probabilities, calibration["temperature"]).max(axis=1)
+        confidence = apply_temperature(probabilities, calibration.temperature).max(axis=1)
     figures = draw_figures(
         report_dir,
         matrix=matrix,
         labels=labels,
         pairs=pairs,
-        calibration=calibration,
+        calibration=calibration_block,
         history=history,
         images=images,
         y_true=y_true,
@@ -113,7 +130,7 @@ def evaluate_predictions(
         "confusion_matrix": matrix.tolist(),
         "best_epochs": best_epochs(history),
         "epochs": len(history.get("loss", [])),
-        "calibration": calibration,
+        "calibration": calibration_block,
         "figures": figures,
         **(context or {}),
     }
@@ -124,11 +141,14 @@ def evaluate_predictions(
 
 @dataclass(frozen=True)
 class Evaluation:
-    """What evaluation hands on: the metrics and the model's val probabilities (export checks
-    the TFLite file against these instead of predicting again)."""
+    """What evaluation hands on: the metrics, the calibration (typed), the model's calibration
+    photo probabilities (export checks the TFLite file against these instead of predicting
+    again) and the unfamiliarity flags (int8's threshold walk leaves the same photos out)."""
 
     metrics: dict[str, Any]
+    calibration: Calibration
     val_probabilities: np.ndarray
+    unfamiliarity: Any = None  # model_build.evaluation.unfamiliarity.Unfamiliarity | None
 
 
 def photos_hash(split, labels) -> str:
@@ -152,7 +172,7 @@ def evaluate(
     train=None,
     context: dict[str, Any] | None = None,
     target_precision: float = DEFAULT_TARGET_PRECISION,
-    threshold_confidence: float | None = None,
+    threshold_confidence: float = DEFAULT_CONFIDENCE,
     unfamiliar_dir: Path | None = None,
     data_dir: Path | None = None,
     batch_size: int = 32,
@@ -166,7 +186,7 @@ def evaluate(
     (:mod:`model_build.evaluation.unfamiliarity`; ``None``: rebuilt from the run folder).
     """
     from model_build.data.pipeline import predict_outputs
-    from model_build.evaluation.thresholds import DEFAULT_CONFIDENCE, fit_and_measure
+    from model_build.evaluation.unfamiliarity import evaluate_unfamiliarity
     from model_build.training.model import FEATURES, PROBABILITIES, parts_of
 
     print(
@@ -195,17 +215,8 @@ def evaluate(
         )
     probabilities = outputs[PROBABILITIES]
     y_true = evaluation.label_indices
-    calibration = fit_and_measure(
-        fit_probabilities,
-        y_fit,
-        probabilities,
-        y_true,
-        target_precision=target_precision,
-        confidence=threshold_confidence or DEFAULT_CONFIDENCE,
-        evaluated_on=evaluation_name,
-    )
-    from model_build.evaluation.unfamiliarity import evaluate_unfamiliarity
-
+    # The unfamiliarity cut first: the worker sends flagged photos to review whatever their
+    # confidence, so the threshold is certified on the photos the flag lets through.
     unfamiliarity = evaluate_unfamiliarity(
         model,
         run.path,
@@ -216,6 +227,17 @@ def evaluate(
         train=train,
         val_features=fit_outputs.get(FEATURES),
         eval_features=outputs.get(FEATURES),
+    )
+    calibration = calibrate(
+        fit_probabilities,
+        y_fit,
+        probabilities,
+        y_true,
+        target_precision=target_precision,
+        confidence=threshold_confidence,
+        fit_unfamiliar=None if unfamiliarity is None else unfamiliarity.calibration_flags,
+        eval_unfamiliar=None if unfamiliarity is None else unfamiliarity.evaluation_flags,
+        evaluated_on=evaluation_name,
     )
     fit_report = classification_report(y_fit, fit_probabilities.argmax(1), labels)
     summary = {
@@ -239,7 +261,7 @@ def evaluate(
         context={
             **(context or {}),
             "evaluation": summary,
-            **({"unfamiliarity": unfamiliarity} if unfamiliarity else {}),
+            **({"unfamiliarity": unfamiliarity.report} if unfamiliarity else {}),
             "val": {
                 "images": len(y_fit),
                 "accuracy": fit_report["accuracy"],
@@ -248,18 +270,41 @@ def evaluate(
             },
         },
     )
-    calibration = metrics["calibration"]
     print(format_report(classification_report(y_true, probabilities.argmax(1), labels)), end="")
+    block = metrics["calibration"]
     print(
         f"evaluate: accuracy {metrics['accuracy']:.4f}, top-3 {metrics['top3_accuracy']:.4f}, "
-        f"T {calibration['temperature']:.3f}, ECE {calibration['ece_before']:.4f} → "
-        f"{calibration['ece_after']:.4f}, review threshold {calibration['review_threshold']:.4f} "
-        f"(held-out coverage {calibration['coverage']:.1%}, precision "
-        f"{_maybe(calibration['precision_at_threshold'])}, target {target_precision} at "
-        f"{calibration.get('confidence', 0):.0%} confidence) on {len(y_true)} "
-        f"{evaluation_name} images; report: {run.report_dir / 'index.html'}"
+        f"T {calibration.temperature:.3f}, ECE {block['ece_before']:.4f} → "
+        f"{block['ece_after']:.4f}; {guarantee_line(calibration)}; "
+        f"report: {run.report_dir / 'index.html'}"
     )
-    return Evaluation(metrics=metrics, val_probabilities=fit_probabilities)
+    return Evaluation(
+        metrics=metrics,
+        calibration=calibration,
+        val_probabilities=fit_probabilities,
+        unfamiliarity=unfamiliarity,
+    )
+
+
+def guarantee_line(calibration: Calibration) -> str:
+    """The promise in one line: target, confidence, calibration size, held-out figures."""
+    c = calibration
+    if not c.target_reached:
+        return (
+            f"target precision {c.target_precision} at {c.confidence:.0%} confidence NOT "
+            f"certified on {c.calibration_images} calibration photos (needs ≥ {c.minimum_images} "
+            "auto-catalogued, all right): everything goes to review"
+        )
+    precision = c.precision_interval
+    coverage = c.coverage_interval
+    return (
+        f"review threshold {c.review_threshold:.3f} certifies precision ≥ {c.target_precision} "
+        f"with {c.confidence:.0%} confidence on {c.calibration_images} calibration photos; on "
+        f"{c.evaluation_images} {c.evaluated_on} photos coverage {c.coverage:.1%} "
+        f"[{coverage.low:.1%}, {coverage.high:.1%}], precision "
+        f"{_maybe(c.precision_at_threshold)}"
+        + (f" [{precision.low:.3f}, {precision.high:.3f}]" if c.precision_at_threshold else "")
+    )
 
 
 def _maybe(value: float | None) -> str:
@@ -271,10 +316,14 @@ def evaluate_run(
     *,
     data_dir: Path | None = None,
     target_precision: float = DEFAULT_TARGET_PRECISION,
-    threshold_confidence: float | None = None,
+    threshold_confidence: float = DEFAULT_CONFIDENCE,
     unfamiliar_dir: Path | None = None,
 ) -> dict[str, Any]:
-    """Standalone: evaluate ``run_dir/model.keras`` on the run's recorded splits."""
+    """Standalone: evaluate ``run_dir/model.keras`` on the run's recorded splits.
+
+    The exported files and ``export.json`` of an earlier evaluation are removed: int8's
+    calibration was made with the old target and temperature, so the run must be exported again
+    (``python -m model_build.export RUN``) before it can be published — it cannot go stale."""
     from model_build.data.prepare import run_split
 
     run = RunFolder(run_dir)
@@ -282,6 +331,8 @@ def evaluate_run(
     if not run.model_file.is_file():
         raise ValueError(f"{run.path} has no {run.model_file.name}")
     record = run.read_data()
+    # A photo in two roles (a checkpoint chosen on calibration photos...) voids every number.
+    check_roles({split: recorded.sha256 for split, recorded in record.splits.items()})
     name = reported_split(record.splits)
     fitted_on = recorded_name(record.splits, CALIBRATION) or CALIBRATION
     val = run_split(run, fitted_on, data_dir=data_dir, record=record)
@@ -293,6 +344,7 @@ def evaluate_run(
 
     model = keras.models.load_model(run.model_file, compile=False)
     config = run.config_dict()
+    run.remove_export()
     return evaluate(
         model,
         run,

@@ -30,7 +30,11 @@ def classification_report(
 ) -> dict[str, Any]:
     """Per-label precision, recall, F1 and support with accuracy, macro and weighted averages.
 
-    Same definitions as ``sklearn.metrics.classification_report(..., zero_division=0)``.
+    Same definitions as ``sklearn.metrics.classification_report(y_true, y_pred,
+    zero_division=0)`` with scikit-learn's default label set: the macro average is over every
+    label that occurs in the truth *or* the predictions (``sklearn.utils.multiclass.unique_labels``)
+    — a label with no photos that the model still predicts counts, with precision 0 — and labels
+    in neither are left out (they have nothing to measure).
     """
     matrix = confusion_matrix(y_true, y_pred, len(labels))
     true_positive = np.diag(matrix).astype(np.float64)
@@ -46,6 +50,9 @@ def classification_report(
     )
     total = int(support.sum())
     present = support > 0
+    # scikit-learn's labels=None: the labels of y_true and y_pred together (unique_labels), see
+    # https://scikit-learn.org/stable/modules/generated/sklearn.metrics.classification_report.html
+    averaged = present | (predicted > 0)
     per_label = {
         label: {
             "precision": float(precision[i]),
@@ -59,9 +66,9 @@ def classification_report(
     weights = support / total if total else np.zeros_like(precision)
 
     def present_mean(values: np.ndarray) -> float:
-        # A label with no evaluated images has no recall or F1 to speak of: averaging it in as 0
-        # understated macro F1 (0.628 instead of 0.730 with 6 such labels of 43).
-        return float(values[present].mean()) if present.any() else 0.0
+        # Averaging over labels present in the truth only dropped the wrong predictions of absent
+        # labels (0.820 instead of scikit-learn's 0.798 on the grocery photos).
+        return float(values[averaged].mean()) if averaged.any() else 0.0
 
     return {
         "labels": per_label,
@@ -72,7 +79,8 @@ def classification_report(
             "recall": present_mean(recall),
             "f1-score": present_mean(f1),
             "support": total,
-            "labels": int(present.sum()),
+            "labels": int(averaged.sum()),
+            "definition": "scikit-learn macro average over labels in the truth or predictions",
         },
         "weighted avg": {
             "precision": float((precision * weights).sum()),
@@ -112,8 +120,8 @@ def format_report(report: dict[str, Any], digits: int = 2) -> str:
     absent = report.get("labels_absent") or []
     if absent:
         lines.append(
-            f"\nmacro avg is over the {len(names) - len(absent)} labels with images; "
-            f"{len(absent)} absent: {', '.join(absent)}"
+            f"\nmacro avg is over the {report['macro avg']['labels']} labels with images or "
+            f"predictions (scikit-learn); {len(absent)} without images: {', '.join(absent)}"
         )
     return "\n".join(lines) + "\n"
 

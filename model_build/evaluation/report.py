@@ -252,25 +252,18 @@ def write_html_report(metrics: dict[str, Any], report_text: str, report_dir: Pat
         (f"coverage (auto-catalogued share of {split})", f"{calibration['coverage']:.4f}"),
         ("target reached", calibration["target_reached"]),
     ]
-    if "method" in calibration:
+    if calibration.get("assumption"):
+        summary_rows[0:0] = [("the guarantee", _guarantee(calibration))]
         summary_rows[-2:-2] = [
+            ("threshold method", calibration["method"]),
+            ("threshold grid", calibration.get("grid") or "—"),
             (
-                "threshold method",
-                f"{calibration['method']}: lowest threshold whose {calibration['confidence']:.0%}"
-                " lower confidence bound on precision (fitted on val) reaches the target",
+                "calibration photos (not flagged unfamiliar)",
+                f"{calibration['calibration_images']} ({calibration['eligible_images']})",
             ),
-            ("precision lower bound on val", _maybe(calibration.get("precision_lower_bound"))),
+            ("precision lower bound on calibration", _maybe(calibration["precision_lower_bound"])),
             ("images needed above the threshold (all right)", calibration["minimum_images"]),
         ]
-        point = calibration.get("point_estimate") or {}
-        if point:
-            summary_rows.append(
-                (
-                    "old rule (point estimate on val) for comparison",
-                    f"threshold {point['review_threshold']:.4f}: {split} precision "
-                    f"{_maybe(point['precision'])}, coverage {point['coverage']:.4f}",
-                )
-            )
     unfamiliar = metrics.get("unfamiliarity") or {}
     if unfamiliar:
         summary_rows.append(
@@ -357,6 +350,33 @@ def _review_section(metrics: dict[str, Any]) -> str:
     from model_build.evaluation.review_agreement import agreement_html
 
     return agreement_html(table, table.get("source", "the catalogue"))
+
+
+def _guarantee(calibration: dict[str, Any]) -> str:
+    """The promise in one sentence, with its intervals and its assumption."""
+    c = calibration
+    certified = (
+        f"review threshold {c['review_threshold']:.3f} certifies precision ≥ "
+        f"{c['target_precision']} with {c['confidence']:.0%} confidence"
+        if c["target_reached"]
+        else f"precision {c['target_precision']} at {c['confidence']:.0%} confidence could not "
+        "be certified: everything goes to review"
+    )
+    coverage = c.get("coverage_interval") or {}
+    precision = c.get("precision_interval") or {}
+    measured = (
+        f"; on {c['evaluation_images']} {c['evaluated_on']} photos coverage {c['coverage']:.1%} "
+        f"[{coverage.get('low', 0):.1%}, {coverage.get('high', 1):.1%}]"
+    )
+    if c.get("precision_at_threshold") is not None:
+        measured += (
+            f", precision {c['precision_at_threshold']:.3f} "
+            f"[{precision.get('low', 0):.3f}, {precision.get('high', 1):.3f}]"
+        )
+    return (
+        f"{certified} ({c['calibration_images']} calibration photos){measured}. "
+        + (c["assumption"])
+    )
 
 
 def _evaluated_on(evaluation: dict[str, Any]) -> str:

@@ -28,6 +28,9 @@ from contracts.unfamiliarity import UnfamiliarityScorer
 FAMILIAR_RECALL: Final[float] = 0.95
 SHRINKAGE: Final[float] = 0.1
 KNN_K: Final[int] = 10
+# The shipped far-photo score: Mahalanobis on L2-normalised pooled features. Chosen on the
+# leave-labels-out folds of bench/real_photos.py (docs/evaluation.md, "On real photos").
+NORMALISED: Final[bool] = True
 
 
 def msp_score(probabilities: np.ndarray) -> np.ndarray:
@@ -41,10 +44,17 @@ def energy_score(logits: np.ndarray) -> np.ndarray:
 
 
 def fit_mahalanobis(
-    features: np.ndarray, labels: np.ndarray, shrinkage: float = SHRINKAGE
+    features: np.ndarray,
+    labels: np.ndarray,
+    shrinkage: float = SHRINKAGE,
+    *,
+    normalised: bool = NORMALISED,
 ) -> UnfamiliarityScorer:
-    """Label means and the shared, shrunk precision matrix of pooled features (threshold +inf)."""
+    """Label means and the shared, shrunk precision matrix of pooled features (threshold +inf);
+    ``normalised``: of L2-normalised features (the scorer normalises what it scores)."""
     features = np.asarray(features, dtype=np.float64)
+    if normalised:
+        features = features / np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
     labels = np.asarray(labels)
     classes = np.unique(labels)
     means = np.stack([features[labels == c].mean(axis=0) for c in classes])
@@ -56,8 +66,20 @@ def fit_mahalanobis(
     precision = np.linalg.inv(covariance)
     precision = (precision + precision.T) / 2
     return UnfamiliarityScorer(
-        means=means.astype(np.float32), precision=precision.astype(np.float32), threshold=np.inf
+        means=means.astype(np.float32),
+        precision=precision.astype(np.float32),
+        threshold=np.inf,
+        normalised=normalised,
     )
+
+
+@dataclass(frozen=True)
+class Unfamiliarity:
+    """What evaluation gets back: the report block and the worker's flags on the photos."""
+
+    report: dict[str, Any]
+    calibration_flags: np.ndarray
+    evaluation_flags: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -149,7 +171,7 @@ def fit_scorer(
     (familiar photos it was not fitted on), so about 5 % of familiar photos are flagged."""
     fitted = fit_mahalanobis(train_features, train_labels)
     threshold = float(np.quantile(fitted.score(val_features), familiar_recall))
-    return UnfamiliarityScorer(fitted.means, fitted.precision, threshold)
+    return UnfamiliarityScorer(fitted.means, fitted.precision, threshold, fitted.normalised)
 
 
 def report(
@@ -162,7 +184,7 @@ def report(
     familiar = scorer.score(familiar_features)
     unfamiliar = scorer.score(unfamiliar_features)
     return {
-        "method": "mahalanobis",
+        "method": "mahalanobis" + (" (L2-normalised features)" if scorer.normalised else ""),
         "threshold": scorer.threshold,
         "familiar_recall_target": FAMILIAR_RECALL,
         "unfamiliar_source": unfamiliar_source,
@@ -200,8 +222,9 @@ def fit_for_run(
     unfamiliar_source: str,
     val_features: np.ndarray | None = None,
     eval_features: np.ndarray | None = None,
-) -> dict[str, Any] | None:
-    """Fit the scorer on the run's photos, save ``unfamiliarity.npz``, return the report block.
+) -> Unfamiliarity | None:
+    """Fit the scorer on the run's photos, save ``unfamiliarity.npz``; the report block and the
+    flags of the calibration and evaluation photos (the threshold walk leaves flagged ones out).
 
     ``val_features`` / ``eval_features``: the pooled features of those photos when the caller
     already has them (evaluation's two-output pass), so the backbone does not run on them again.
@@ -222,16 +245,19 @@ def fit_for_run(
         eval_features = pooled_features(extractor, eval_images)
     scorer = fit_scorer(pooled_features(extractor, train_images), train_labels, val_features)
     scorer.save(path)
-    return {
+    block = {
         **report(
-            scorer,
-            eval_features,
-            pooled_features(extractor, unfamiliar_images),
-            unfamiliar_source,
+            scorer, eval_features, pooled_features(extractor, unfamiliar_images), unfamiliar_source
         ),
         "file": UNFAMILIARITY_FILE,
         "train_images": len(train_labels),
+        "cut_fitted_on": "calibration",
     }
+    return Unfamiliarity(
+        report=block,
+        calibration_flags=scorer.unfamiliar(val_features),
+        evaluation_flags=scorer.unfamiliar(eval_features),
+    )
 
 
 UNFAMILIARITY_TRAIN_IMAGES: Final[int] = 2000
@@ -266,7 +292,7 @@ def evaluate_unfamiliarity(
     train: Any = None,
     val_features: np.ndarray | None = None,
     eval_features: np.ndarray | None = None,
-) -> dict[str, Any] | None:
+) -> Unfamiliarity | None:
     """The evaluation's hook: fit on up to 2,000 training photos, report against unfamiliar ones.
 
     ``train`` is the prepared train split training holds (a fixed random subset of it is used);

@@ -41,8 +41,12 @@ from typing import Any, Final
 import numpy as np
 
 from contracts import litert
+from contracts.artifact import Calibration
 from contracts.image import IMAGE_SIZE
+from contracts.unfamiliarity import UnfamiliarityScorer
+from model_build.evaluation.evaluate import Evaluation
 from model_build.quiet import converter_quietly
+from model_build.release.int8_gate import gate_int8
 from model_build.run_folder import MODEL_FILE, RunFolder
 
 INT8_MIN_AGREEMENT: Final[float] = 0.99
@@ -202,29 +206,40 @@ def export_model(
     model: Any,
     out_dir: Path,
     *,
-    val_images: np.ndarray,
-    train_images: np.ndarray,
+    calibration_split: Any,
+    representative_images: np.ndarray,
+    evaluation: Evaluation | None = None,
+    held_out: Any = None,
     image_size: int = IMAGE_SIZE,
     min_int8_agreement: float = INT8_MIN_AGREEMENT,
     log: Callable[[str], None] = print,
-    val_labels: np.ndarray | None = None,
-    eval_images: np.ndarray | None = None,
-    eval_labels: np.ndarray | None = None,
-    evaluated_on: str = "val",
-    target_precision: float = 0.98,
-    threshold_confidence: float | None = None,
-    features: bool = False,
-    keras_probabilities: np.ndarray | None = None,
 ) -> ExportReport:
     """Write model.tflite (+ model_int8.tflite when it passes its gate) and export.json.
 
-    With ``val_labels`` the int8 gate is :func:`model_build.release.int8_gate.gate_int8` on
-    ``eval_images``/``eval_labels`` (default: val itself), else top-1 agreement on val.
+    ``calibration_split`` and ``held_out`` are prepared splits
+    (:class:`model_build.data.prepare.PreparedSplit`: ``pixels``, ``label_indices``; ``held_out``
+    None: nothing held out). ``representative_images`` are training photos for int8's activation
+    ranges. With ``evaluation`` (:class:`model_build.evaluation.evaluate.Evaluation`: its float32
+    :class:`~contracts.artifact.Calibration` and Keras probabilities of the calibration photos)
+    int8 gets its own calibration with the same target and confidence and the held-out gate of
+    :mod:`model_build.release.int8_gate`; without it the old rule applies: top-1 agreement with
+    float32 ≥ ``min_int8_agreement``. A model exported with the unfamiliarity score
+    (``unfamiliarity.npz`` in ``out_dir``) gets the pooled features as a second output.
     """
+    val_images = calibration_split.pixels
+    val_labels = calibration_split.label_indices
+    train_images = representative_images
+    calibration = None if evaluation is None else evaluation.calibration
+    keras_probabilities = None if evaluation is None else evaluation.val_probabilities
     out = RunFolder(out_dir)
     out.path.mkdir(parents=True, exist_ok=True)
+    scorer = (
+        UnfamiliarityScorer.load(out.unfamiliarity_file)
+        if out.unfamiliarity_file.is_file()
+        else None
+    )
+    features = scorer is not None
     float_bytes = convert_float32(model, image_size=image_size, features=features)
-    # Evaluation already has the Keras probabilities of val: no second pass when given.
     keras_probs = (
         keras_predict(model, val_images)
         if keras_probabilities is None
@@ -241,7 +256,7 @@ def export_model(
     out.tflite_file.write_bytes(float_bytes)
     log(
         f"export: {MODEL_FILE} {len(float_bytes) / 1e6:.2f} MB, top-1 agrees with Keras on "
-        f"{check['agreement']:.2%} of {len(val_images)} val images "
+        f"{check['agreement']:.2%} of {len(val_images)} calibration images "
         f"(near-ties {check['near_ties']}, max |Δp| {check['max_abs_diff']:.1e})"
     )
 
@@ -250,23 +265,26 @@ def export_model(
     int8_probs = tflite_predict(int8_bytes, val_images)
     int8_agreement = top1_agreement(float_probs, int8_probs)
     gate = None
-    if val_labels is not None:
-        from model_build.evaluation.thresholds import DEFAULT_CONFIDENCE
-        from model_build.release.int8_gate import gate_int8
+    if calibration is not None:
+        eval_images = val_images if held_out is None else held_out.pixels
+        eval_labels = val_labels if held_out is None else held_out.label_indices
+        same = held_out is None
 
-        if eval_images is None or eval_labels is None:
-            eval_images, eval_labels, evaluated_on = val_images, val_labels, "val"
-        same = eval_images is val_images
+        def flags(images: np.ndarray) -> np.ndarray | None:
+            # What the worker running int8 flags: the scorer on int8's own features.
+            if scorer is None:
+                return None
+            return scorer.unfamiliar(tflite_predict(int8_bytes, images, output="features"))
+
         gate = gate_int8(
-            float_fit=float_probs,
-            int8_fit=int8_probs,
-            fit_labels=val_labels,
+            float32=calibration,
             float_eval=float_probs if same else tflite_predict(float_bytes, eval_images),
+            int8_fit=int8_probs,
             int8_eval=int8_probs if same else tflite_predict(int8_bytes, eval_images),
+            fit_labels=val_labels,
             eval_labels=eval_labels,
-            target_precision=target_precision,
-            confidence=threshold_confidence or DEFAULT_CONFIDENCE,
-            evaluated_on=evaluated_on,
+            int8_fit_unfamiliar=flags(val_images),
+            int8_eval_unfamiliar=flags(eval_images) if not same else flags(val_images),
         )
         published = gate["int8_published"]
     else:
@@ -279,14 +297,15 @@ def export_model(
     else:
         f32, i8 = gate["float32_held_out"], gate["int8_held_out"]
         verdict = (
-            f"accuracy {i8['accuracy']:.4f} vs {f32['accuracy']:.4f}, auto-catalogued precision "
+            f"accuracy {i8['accuracy']:.4f} vs {f32['accuracy']:.4f}, coverage "
+            f"{i8['coverage']:.1%} vs {f32['coverage']:.1%}, auto-catalogued precision "
             f"{_fmt(i8['precision_at_threshold'])} vs {_fmt(f32['precision_at_threshold'])} on "
             f"{gate['evaluated_on']} -> "
             + ("published" if published else f"NOT published: {gate['int8_rejected_because']}")
         )
     log(
         f"export: int8 {len(int8_bytes) / 1e6:.2f} MB, top-1 agreement with float32 "
-        f"{int8_agreement:.2%} on val; {verdict}"
+        f"{int8_agreement:.2%} on calibration photos; {verdict}"
     )
     report = ExportReport(
         images_checked=len(val_images),
@@ -336,21 +355,24 @@ def export_run(run_dir: Path, *, data_dir: Path | None = None) -> ExportReport:
         val if split == fitted_on else run_split(run, split, data_dir=data_dir, record=record)
     )
     train = run_split(run, "train", data_dir=data_dir, record=record, limit=REPRESENTATIVE_IMAGES)
-    calibration = (run.read_metrics() or {}).get("calibration") or {}
+    block = (run.read_metrics() or {}).get("calibration")
+    if not isinstance(block, dict):
+        raise ExportError(
+            f"{run.path} has no evaluation: run python -m model_build.evaluate {run.path} first"
+        )
     model = keras.models.load_model(run.model_file, compile=False)
     image_size = int(model.inputs[0].shape[1] or IMAGE_SIZE)
     return export_model(
         model,
         run.path,
-        val_images=val.pixels,
-        train_images=train.pixels,
+        calibration_split=val,
+        representative_images=train.pixels,
+        # The float32 calibration evaluation wrote; Keras predicts the calibration photos again.
+        evaluation=Evaluation(
+            metrics={},
+            calibration=Calibration.model_validate(block),
+            val_probabilities=keras_predict(model, val.pixels),
+        ),
+        held_out=None if evaluation is val else evaluation,
         image_size=image_size,
-        val_labels=val.label_indices,
-        eval_images=evaluation.pixels,
-        eval_labels=evaluation.label_indices,
-        evaluated_on=split,
-        target_precision=float(calibration.get("target_precision") or 0.98),
-        threshold_confidence=calibration.get("confidence"),
-        # The unfamiliarity score needs the pooled backbone features as a second output.
-        features=run.unfamiliarity_file.is_file(),
     )

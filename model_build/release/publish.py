@@ -18,11 +18,12 @@ Safety:
   version is uploaded (``manifest.json`` last) before ``latest.json`` is written. A publish that
   dies half-way therefore leaves ``latest.json`` pointing at the previous, complete version.
 
-Training evaluates and exports before it publishes (``train.run``). The standalone command, given
-a run folder without ``metrics.json`` or ``model.tflite`` (e.g. an interrupted run), produces them
-first with :mod:`model_build.evaluation.evaluate` and :mod:`model_build.release.export`; TensorFlow
-is imported only
-then, so publishing an already exported run (and the test helper in ``tests/support``) needs none.
+Publishing publishes, nothing else: a run folder without ``metrics.json`` or ``model.tflite``
+(an interrupted run, or one re-evaluated since its export) is refused with the command to run
+(``python -m model_build.evaluate RUN`` / ``python -m model_build.export RUN``). TensorFlow is
+never imported. The quality gate (:mod:`model_build.release.quality_gate`) runs the candidate
+and the latest published model with LiteRT on the candidate's held-out photos; its decision,
+and whether ``--force`` overrode it, is recorded in the manifest (``publish_gate``).
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Final
+
+import numpy as np
 
 from contracts.artifact import (
     KERAS_MODEL_FILE,
@@ -60,6 +63,9 @@ from contracts.artifact import (
     split_s3_uri,
 )
 from contracts.image import IMAGE_FUNCTION_VERSION, IMAGE_SIZE
+from model_build.data.prepare import run_split
+from model_build.data.splits import reported_split
+from model_build.release import quality_gate
 from model_build.run_folder import (
     AUDIT_FILE,
     CONFIG_FILE,
@@ -149,22 +155,31 @@ def collect_files(run_dir: Path) -> dict[str, Path]:
 
 
 def build_manifest(
-    run_dir: Path, files: dict[str, Path], version: str, now: datetime | None = None
+    run_dir: Path,
+    files: dict[str, Path],
+    version: str,
+    now: datetime | None = None,
+    gate: dict[str, Any] | None = None,
 ) -> Manifest:
     labels = _read_json(run_dir / LABELS_FILE)
     metrics = _read_json(run_dir / METRICS_FILE)
     if not isinstance(metrics, dict) or not isinstance(metrics.get("calibration"), dict):
         raise PublishError(
-            f"{run_dir / METRICS_FILE} has no calibration: run python -m model_build.evaluate first"
+            f"{run_dir / METRICS_FILE} has no calibration: run python -m model_build.evaluate "
+            f"{run_dir} first"
         )
     config = _read_json(run_dir / CONFIG_FILE, {}) or {}
     export_report = _read_json(run_dir / EXPORT_REPORT_FILE, {}) or {}
     image_size = int(config.get("image_size") or IMAGE_SIZE)
-    calibration = metrics["calibration"]
     summary_metrics = {key: value for key, value in metrics.items() if key != "calibration"}
-    int8_calibration = None
-    if MODEL_INT8_FILE in files and isinstance(export_report.get("int8_calibration"), dict):
-        int8_calibration = Calibration(**export_report["int8_calibration"])
+    try:
+        calibration = Calibration.model_validate(metrics["calibration"])
+        int8_calibration = None
+        if MODEL_INT8_FILE in files and isinstance(export_report.get("int8_calibration"), dict):
+            int8_calibration = Calibration.model_validate(export_report["int8_calibration"])
+    except (ValueError, TypeError) as error:
+        raise PublishError(f"cannot read the calibration of {run_dir}: {error}") from error
+    _check_not_stale(run_dir, calibration, int8_calibration)
     try:
         return Manifest(
             version=version,
@@ -181,8 +196,9 @@ def build_manifest(
                 for name, path in sorted(files.items())
             },
             metrics=summary_metrics,
-            calibration=Calibration(**calibration),
+            calibration=calibration,
             int8_calibration=int8_calibration,
+            publish_gate=gate,
             int8={k: v for k, v in export_report.items() if k != "int8_calibration"},
             evaluation=metrics.get("evaluation") or {},
             unfamiliarity=(
@@ -196,24 +212,46 @@ def build_manifest(
         raise PublishError(f"cannot build the manifest of {run_dir}: {error}") from error
 
 
-def _complete_run(run_dir: Path, log: Callable[[str], None]) -> None:
-    """Run evaluation and export when their outputs are missing (imports TensorFlow)."""
+def _check_not_stale(
+    run_dir: Path, calibration: Calibration, int8_calibration: Calibration | None
+) -> None:
+    """int8's calibration must come from the same rule, target and confidence as float32's."""
+    if int8_calibration is None:
+        return
+    if (int8_calibration.target_precision, int8_calibration.confidence) != (
+        calibration.target_precision,
+        calibration.confidence,
+    ):
+        raise PublishError(
+            f"{run_dir}: int8's calibration (target {int8_calibration.target_precision}, "
+            f"confidence {int8_calibration.confidence}) is stale next to float32's (target "
+            f"{calibration.target_precision}, confidence {calibration.confidence}): run "
+            f"python -m model_build.export {run_dir} first"
+        )
+
+
+def _check_complete(run_dir: Path) -> None:
+    """Refuse a run that is not evaluated and exported, saying which command to run."""
     if not (run_dir / LABELS_FILE).is_file():
         raise PublishError(f"{run_dir} has no {LABELS_FILE}: is it a training run folder?")
-    needs_metrics = not (run_dir / METRICS_FILE).is_file()
-    needs_export = not (run_dir / MODEL_FILE).is_file()
-    if (needs_metrics or needs_export) and not (run_dir / KERAS_MODEL_FILE).is_file():
-        raise PublishError(f"{run_dir} has neither {MODEL_FILE} nor {KERAS_MODEL_FILE}")
-    if needs_metrics:
-        from model_build.evaluation.evaluate import evaluate_run
+    if not (run_dir / METRICS_FILE).is_file():
+        raise PublishError(
+            f"{run_dir} is not evaluated: run python -m model_build.evaluate {run_dir}, then "
+            f"python -m model_build.export {run_dir}"
+        )
+    if not (run_dir / MODEL_FILE).is_file():
+        raise PublishError(f"{run_dir} is not exported: run python -m model_build.export {run_dir}")
 
-        log(f"publish: {METRICS_FILE} missing, evaluating {run_dir} first")
-        evaluate_run(run_dir)
-    if needs_export:
-        from model_build.release.export import export_run
 
-        log(f"publish: {MODEL_FILE} missing, exporting {run_dir} first")
-        export_run(run_dir)
+def _held_out_photos(run_dir: Path):
+    """The run's held-out (pixels, labels), or None when it records none (no data.json)."""
+    run = RunFolder(run_dir)
+    try:
+        record = run.read_data()
+    except ValueError:
+        return None
+    split = run_split(run, reported_split(record.splits), record=record)
+    return np.asarray(split.pixels), split.label_indices
 
 
 def publish_run(
@@ -235,22 +273,33 @@ def publish_run(
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise PublishError(f"run folder {run_dir} does not exist")
-    _complete_run(run_dir, log)
+    _check_complete(run_dir)
     files = collect_files(run_dir)
     version = check_version(version) if version else make_version(files, now)
-    manifest = build_manifest(run_dir, files, version, now)
     destination = str(dest)
-    from model_build.release.quality_gate import describe, quality_problems, read_latest_manifest
-
-    problems, notes = quality_problems(
-        _read_json(run_dir / METRICS_FILE, {}), read_latest_manifest(destination, s3_client)
+    metrics = _read_json(run_dir / METRICS_FILE, {})
+    decision = quality_gate.judge(
+        metrics,
+        quality_gate.read_latest(destination, s3_client),
+        lambda: _held_out_photos(run_dir),
+        quality_gate.candidate_outcome_of(
+            run_dir, Calibration.model_validate(metrics["calibration"])
+        )
+        if isinstance(metrics.get("calibration"), dict)
+        else None,
     )
-    for note in notes:
+    for note in decision.notes:
         log(note)
-    if problems and not force:
-        raise PublishError(describe(problems))
-    if problems:
-        log(describe(problems).replace("(--force publishes anyway)", "— published with --force"))
+    if decision.problems and not force:
+        raise PublishError(quality_gate.describe(decision.problems))
+    if decision.problems:
+        decision.forced = True
+        log(
+            quality_gate.describe(decision.problems).replace(
+                "(--force publishes anyway)", "— published with --force (recorded)"
+            )
+        )
+    manifest = build_manifest(run_dir, files, version, now, decision.record())
     manifest_bytes = (manifest.model_dump_json(indent=2, by_alias=True) + "\n").encode()
     if destination.startswith("s3://"):
         _publish_to_s3(destination, version, files, manifest_bytes, s3_client)

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -52,8 +53,13 @@ def test_float32_agrees_and_int8_is_gated(trained_model, tmp_path: Path) -> None
     from model_build.run_folder import MODEL_INT8_REJECTED_FILE
 
     model, train_images, val_images = trained_model
+    unlabelled = SimpleNamespace(pixels=val_images, label_indices=None)  # bare arrays
     report = export_model(
-        model, tmp_path / "ok", val_images=val_images, train_images=train_images, log=print
+        model,
+        tmp_path / "ok",
+        calibration_split=unlabelled,
+        representative_images=train_images,
+        log=print,
     )
     assert report.images_checked == len(val_images)
     assert report.float32_agreement == 1.0
@@ -68,8 +74,8 @@ def test_float32_agrees_and_int8_is_gated(trained_model, tmp_path: Path) -> None
     rejected = export_model(
         model,
         tmp_path / "strict",
-        val_images=val_images,
-        train_images=train_images,
+        calibration_split=unlabelled,
+        representative_images=train_images,
         min_int8_agreement=1.01,  # impossible: the gate must say no and record the figure
         log=print,
     )

@@ -553,6 +553,16 @@ def test_review_threshold_override_and_int8_variant(
     assert item.confidence is not None
     assert item.confidence < 0.99
     assert item.category in LABELS
+    # The override is no certified threshold: the item says so (issue 19).
+    assert item.uncertified_threshold == 0.99
+
+    monkeypatch.delenv("REVIEW_THRESHOLD")
+    app.reset_worker()
+    stack.put("uploads/certified.jpg", jpeg())
+    stack.drain()
+    certified = stack.item("uploads/certified.jpg")
+    assert certified is not None
+    assert certified.uncertified_threshold is None
 
 
 def test_backfill_recatalogues_with_a_new_model(

@@ -58,8 +58,8 @@ def test_evaluate_export_publish_load(tiny_run: Path, tmp_path: Path) -> None:
 
     from model_build.data.prepare import run_split
     from model_build.evaluation.evaluate import evaluate_run
-    from model_build.release.export import keras_predict
-    from model_build.release.publish import publish_run
+    from model_build.release.export import export_run, keras_predict
+    from model_build.release.publish import PublishError, publish_run
 
     metrics = evaluate_run(tiny_run, target_precision=0.9)
 
@@ -86,8 +86,12 @@ def test_evaluate_export_publish_load(tiny_run: Path, tmp_path: Path) -> None:
     assert np.array(metrics["confusion_matrix"]).sum() == len(images)
 
     dest = tmp_path / "artifacts"
+    # Publishing publishes, nothing else: an unexported run is refused with the command to run.
+    with pytest.raises(PublishError, match=r"python -m model_build\.export"):
+        publish_run(tiny_run, str(dest), force=True)
+    export_run(tiny_run)
     # The tiny model is untrained (near chance): the quality gate refuses it unless forced.
-    version = publish_run(tiny_run, str(dest), force=True)  # exports first: no model.tflite yet
+    version = publish_run(tiny_run, str(dest), force=True)
     export = json.loads((tiny_run / "export.json").read_text())
     assert export["float32_agreement"] == 1.0
     assert export["int8_agreement"] is not None  # recorded whether or not it was published
@@ -98,6 +102,12 @@ def test_evaluate_export_publish_load(tiny_run: Path, tmp_path: Path) -> None:
     assert (artifact.int8_model_path is not None) == export["int8_published"]
     assert artifact.manifest.metrics["accuracy"] == pytest.approx(metrics["accuracy"])
     assert artifact.calibration.target_precision == 0.9
+    # The guarantee travels with its assumptions and intervals; --force is recorded.
+    assert artifact.calibration.calibration_images == VAL_PER_LABEL * len(LABELS)
+    assert artifact.calibration.coverage_interval is not None
+    assert "same photo source" in artifact.calibration.assumption
+    assert artifact.manifest.publish_gate["forced"] is True
+    assert artifact.manifest.publish_gate["refused_because"]
     assert artifact.manifest.int8["int8_agreement"] == export["int8_agreement"]
     assert artifact.manifest.evaluation["split"] == "val"  # this run held nothing out
     assert len(artifact.manifest.evaluation["data_sha256"]) == 64

@@ -116,3 +116,22 @@ def test_resume_after_sigkill_continues_from_the_last_completed_epoch(
     assert "Epoch 1/4" not in resumed.stdout
     assert [row["epoch"] for row in _history(out)] == ["0", "1", "2", "3"]
     assert json.loads((out / "run_state.json").read_text())["status"] == "done"
+
+
+def test_train_publish_refused_by_the_gate_exits_non_zero(
+    tiny_data: Path, tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN a gate that refuses this model (as it refuses one worse than latest)
+    from model_build.release import publish
+
+    def refuse(*_args, **_kwargs):
+        raise publish.PublishError("quality gate: accuracy is below latest's (--force ...)")
+
+    monkeypatch.setattr(publish, "publish_run", refuse)
+    arguments = _arguments(tiny_data, tmp_path / "run", tmp_path / "cache", "--epochs", "1")
+    arguments[arguments.index("--publish") + 1] = str(tmp_path / "artifacts")
+    # WHEN training publishes THEN a pipeline can tell: exit 3, the reason on stderr
+    assert train.main(arguments) == train.EXIT_NOT_PUBLISHED == 3
+    err = capsys.readouterr().err
+    assert "not published: quality gate" in err
+    assert "--force" in err

@@ -38,18 +38,21 @@ def test_mahalanobis_score_and_file_round_trip(tmp_path: Path) -> None:
     features = rng.normal(0, 1, (300, 8))
     labels = rng.integers(0, 3, 300)
     features[np.arange(300), labels] += 4
-    scorer = fit_mahalanobis(features, labels)
     point = features[:5].astype(np.float32)
-    naive = [
-        min(float((x - m) @ scorer.precision @ (x - m)) for m in scorer.means.astype(np.float64))
-        for x in point.astype(np.float64)
-    ]
-    assert scorer.score(point) == pytest.approx(naive, rel=1e-3)
+    for normalised in (False, True):
+        scorer = fit_mahalanobis(features, labels, normalised=normalised)
+        scored = point / np.linalg.norm(point, axis=1, keepdims=True) if normalised else point
+        naive = [
+            min(float((x - m) @ scorer.precision @ (x - m)) for m in scorer.means.astype(float))
+            for x in scored.astype(np.float64)
+        ]
+        assert scorer.score(point) == pytest.approx(naive, rel=1e-3)
     fitted = fit_scorer(features, labels, features[:100])
     assert np.mean(fitted.unfamiliar(features[:100])) == pytest.approx(0.05, abs=0.02)
     fitted.save(tmp_path / "u.npz")
     loaded = UnfamiliarityScorer.load(tmp_path / "u.npz")
     assert loaded.threshold == fitted.threshold
+    assert loaded.normalised == fitted.normalised
     assert np.array_equal(loaded.precision, fitted.precision)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import shutil
@@ -105,3 +106,24 @@ def test_cli_writes_report_to_its_out_folder_never_into_a_read_only_dataset(
     assert sorted(p.relative_to(root) for p in root.rglob("*")) == before
     assert "skipped" in capsys.readouterr().out
     assert main([str(tmp_path / "missing")]) == 2
+
+
+def test_a_training_photo_copied_into_the_held_out_split_is_found(tmp_path: Path) -> None:
+    # GIVEN splits named by role, with a train photo copied into held_out and a re-encoded one
+    # into selection (the old audit compared train with val and test only: both went unflagged)
+    root = _planted(tmp_path)
+    found = discover(root)
+    dataset = dataclasses.replace(
+        found, splits={"train": found.splits["train"], "held_out": found.splits["val"]}
+    )
+    # WHEN it is audited
+    report = audit_dataset(dataset, None, cache_dir=tmp_path / "cache", workers=1).report
+    # THEN both leaks are reported, naming the pair of splits
+    exact = report["duplicates"]["exact"]
+    assert [(d["splits"], Path(d["path"]).name) for d in exact] == [
+        (["train", "held_out"], "copied.jpg")
+    ]
+    assert any(
+        d["splits"] == ["train", "held_out"] and Path(d["path"]).name == "near.jpg"
+        for d in report["duplicates"]["near"]
+    )
