@@ -153,8 +153,8 @@ def latest_run(runs: Path, recipe: str) -> Path | None:
 
 def recipe_row(run_dir: Path, splits: dict[str, Any], labels: list[str]) -> dict[str, Any]:
     """Every number of one trained recipe, from its run folder and the role splits."""
-    from model_build.evaluation.metrics import classification_report, top_k_accuracy
     from model_build.evaluation.calibration import calibrate
+    from model_build.evaluation.metrics import classification_report, top_k_accuracy
 
     probs = probabilities(run_dir, {n: splits[n] for n in ("calibration", "held_out")})
     y_fit, y_eval = splits["calibration"].label_indices, splits["held_out"].label_indices
