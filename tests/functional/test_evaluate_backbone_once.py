@@ -38,16 +38,17 @@ def _split(count: int, seed: int) -> PreparedSplit:
 
 
 def _classifier() -> keras.Model:
-    """The classifier's structure (scaling → backbone → head) with a tiny backbone."""
+    """The classifier's structure (scaling → backbone → head) with a tiny backbone, its layers
+    named as the builder names them (code that looks parts up by name finds them too)."""
     keras.utils.set_random_seed(0)
     backbone_in = keras.Input((224, 224, 3))
     x = layers.Conv2D(8, 3, activation="relu")(layers.AveragePooling2D(16)(backbone_in))
-    backbone = keras.Model(backbone_in, x, name="tiny_backbone")
+    backbone = keras.Model(backbone_in, x, name="mobilenet_v2_backbone")
     head_in = keras.Input(tuple(backbone.outputs[0].shape[1:]))
     pooled = layers.GlobalAveragePooling2D()(head_in)
     head = keras.Model(head_in, layers.Dense(3, activation="softmax")(pooled), name="head")
     inputs = keras.Input((224, 224, 3), name="image")
-    scaled = layers.Rescaling(1 / 127.5, offset=-1.0)(inputs)
+    scaled = layers.Rescaling(1 / 127.5, offset=-1.0, name="scale_to_minus1_1")(inputs)
     return keras.Model(inputs, head(backbone(scaled, training=False)))
 
 
