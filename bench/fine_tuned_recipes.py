@@ -29,7 +29,7 @@ from typing import Any, Final
 
 import numpy as np
 
-from bench.real_photos import GROCERY, REPOSITORY_ROOT, WEIGHTS, paired_difference
+from bench.real_photos import GROCERY, REPOSITORY_ROOT, WEIGHTS
 from bench.training_memory import measure
 
 # name -> the flags of python -m model_build.train that make the recipe. The fine-tuned one is
@@ -41,7 +41,8 @@ FINE_TUNE_RECIPES: Final[dict[str, tuple[str, ...]]] = {
         "--fine-tune-epochs", "8", "--fine-tune-learning-rate", "1e-4",
         "--fine-tune-head-learning-rate", "1e-3",
     ),
-    # The Keras guide's backbone rate (1e-5), a warm head at 1e-4 and 4 views: measured beside it.
+    # The documented recipe (docs/training.md): the Keras guide's backbone rate (1e-5), a warm
+    # head at 1e-4 and 4 views; best selection accuracy 0.989 (loss 0.048) against 0.985 (0.053).
     "ft_gap_block13_gentle": (
         "--head", "gap", "--fine-tune-from", "block_13_expand", "--epochs", "20",
         "--feature-cache-views", "4", "--fine-tune-epochs", "8",
@@ -183,6 +184,7 @@ def recipe_row(run_dir: Path, splits: dict[str, Any], labels: list[str]) -> dict
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     from bench.real_photos import load_data
+    from model_build.release.quality_gate import paired_interval
 
     _, labels, splits = load_data(Path(args.data), None)
     runs = Path(args.runs)
@@ -218,9 +220,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 row["worker_latency_s"] / baseline["worker_latency_s"]
             )
         if baseline is not None and recipe != BASELINE:
-            row["vs_reference_frozen"] = paired_difference(
-                np.array(row["held_out_correct"]), np.array(baseline["held_out_correct"])
-            )
+            candidate = np.array(row["held_out_correct"])
+            reference = np.array(baseline["held_out_correct"])
+            difference, low, high = paired_interval(candidate, reference)
+            row["vs_reference_frozen"] = {
+                "difference": difference,
+                "ci95_low": low,
+                "ci95_high": high,
+                "only_candidate_right": int(((candidate == 1) & (reference == 0)).sum()),
+                "only_reference_right": int(((candidate == 0) & (reference == 1)).sum()),
+            }
     results["load_at_end"] = os.getloadavg()
     return results
 
