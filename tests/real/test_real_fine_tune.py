@@ -7,9 +7,9 @@ held-out photos (:data:`MARGIN`); its float32 TFLite must agree with Keras; and 
 artifact must be catalogued by the worker on the local stack.
 
 The margin is 0 because that is what the measurements support: the fine-tuned run scored 0.696,
-the frozen head 0.65–0.67 (two runs, different head initialisations; its epochs range over
-0.63–0.72), a difference of 1–2 photos of 46 — within noise. On the whole grocery set the
-difference is +5.8 points (docs/evaluation.md).
+the frozen head 0.61–0.67 (three trainings, different head initialisations; its epochs range over
+0.63–0.72), a difference of 1–4 photos of 46 — within noise. On the whole grocery set the
+difference is +5.8 to +8.0 points (docs/evaluation.md).
 
 Skips, with one line, when ``../shared/real`` (weights + photos) is not beside the repository.
 """
