@@ -1,7 +1,13 @@
 # One entry point for humans and CI. Every target creates the virtualenv it needs first, so
 # `make demo` and `make test` work on a fresh machine with nothing but Python 3.11.
+# Another interpreter: `make PYTHON=python3.11 demo` (or a full path).
 
 PYTHON ?= python3
+# The pins (TensorFlow, its wheels) are for this Python; a virtualenv is only made with it.
+REQUIRED_PYTHON := 3.11
+CHECK_PYTHON = @command -v $(PYTHON) >/dev/null 2>&1 || { \
+	echo "make: $(PYTHON) not found; this project needs Python $(REQUIRED_PYTHON): run make PYTHON=python$(REQUIRED_PYTHON) $(MAKECMDGOALS)" >&2; exit 2; }; \
+	$(PYTHON) -c 'import sys; found = "%d.%d" % sys.version_info[:2]; sys.exit(0 if found == "$(REQUIRED_PYTHON)" else "make: this project needs Python $(REQUIRED_PYTHON) ($(PYTHON) is " + found + "); run make PYTHON=python$(REQUIRED_PYTHON) $(MAKECMDGOALS)")'
 VENV := .venv
 BIN := $(VENV)/bin
 CHECKOV_VENV := .venv-checkov
@@ -13,18 +19,21 @@ export PYTHONDONTWRITEBYTECODE ?= 1
 .PHONY: venv test test-all test-real lint demo sample-model bench clean lock
 
 $(BIN)/.installed: requirements.txt handler/requirements.txt
+	$(CHECK_PYTHON)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -r requirements.txt
 	touch $@
 
 $(CHECKOV_VENV)/bin/.installed: requirements-checkov.txt
+	$(CHECK_PYTHON)
 	$(PYTHON) -m venv $(CHECKOV_VENV)
 	$(CHECKOV_VENV)/bin/pip install --quiet --upgrade pip
 	$(CHECKOV_VENV)/bin/pip install --quiet -r requirements-checkov.txt
 	touch $@
 
 $(SAM_VENV)/bin/.installed: requirements-sam.txt
+	$(CHECK_PYTHON)
 	$(PYTHON) -m venv $(SAM_VENV)
 	$(SAM_VENV)/bin/pip install --quiet --upgrade pip
 	$(SAM_VENV)/bin/pip install --quiet -r requirements-sam.txt
@@ -32,15 +41,22 @@ $(SAM_VENV)/bin/.installed: requirements-sam.txt
 
 venv: $(BIN)/.installed
 
-## lint: ruff on everything, cfn-lint and checkov on the template.
+## lint: ruff on everything, the layers (import-linter, contracts in pyproject.toml), cfn-lint and
+## checkov on the template.
 lint: $(BIN)/.installed $(CHECKOV_VENV)/bin/.installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports --no-cache --no-logo
 	$(BIN)/cfn-lint template.yaml
 	BC_SKIP_MAPPING=TRUE $(CHECKOV_VENV)/bin/checkov --quiet --compact --framework cloudformation --file template.yaml
 
 ## test: what CI runs — lint, then the unit, functional and end-to-end tiers (not the slow ones).
+## Under 8 minutes on 2 quiet cores. Skips to expect, each listed with its reason at the end
+## (pytest -ra): the real-photo tier without ../shared/real, the image check without a CPython
+## 3.12, the wheel ABI check without network, the browser test without chromium.
 test: lint $(SAM_VENV)/bin/.installed
+	@echo "make test: the unit, functional, e2e and reliability tiers, under 8 minutes on 2 quiet cores;" \
+		"skips are listed with their reasons at the end"
 	SAM_TRANSLATOR_PYTHON=$(SAM_VENV)/bin/python $(BIN)/python -m pytest -n 2 -m "not slow"
 
 ## test-all: also the slow tier (full-size load harness).
@@ -71,6 +87,8 @@ demo: sample-model
 
 ## bench: the side-by-side benchmarks (tens of minutes on a laptop; not part of the tests).
 ## BENCH_SCALE=1 runs the training benchmark at the reference's full dataset size (GPU box).
+## Not here, run on their own (docs/benchmarks.md): bench.real_photos (make test-real),
+## bench.decode_memory, bench.training_memory, bench.fuzz_image.
 BENCH_SCALE ?= 0.05
 bench: $(BIN)/.installed
 	$(BIN)/python -m bench.training_pipeline --scale $(BENCH_SCALE)

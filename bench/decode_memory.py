@@ -22,6 +22,12 @@ import time
 from pathlib import Path
 from typing import Any, Final
 
+from PIL import Image
+
+import contracts.image as image_module
+from bench.worker import phone_jpeg
+from tests.support.hostile_images import DESCRIPTIONS, hostile_files
+
 REPOSITORY_ROOT: Final[Path] = Path(__file__).resolve().parent.parent
 MB: Final[int] = 1024 * 1024
 
@@ -36,8 +42,6 @@ def _status(field: str) -> int:
 
 def child(path: Path) -> dict[str, Any]:
     """Runs in the measuring process: one decode, its extra peak memory and time."""
-    import contracts.image as image_module
-
     data = path.read_bytes()
     estimate = getattr(image_module, "estimate_decode_memory", None)
     estimated = None
@@ -47,7 +51,6 @@ def child(path: Path) -> dict[str, Any]:
         except image_module.ImageRejected as rejection:
             estimated = f"({rejection.reason})"
     # Warm up Pillow's lazy plugin imports on a tiny image so they are not counted.
-    from PIL import Image
 
     Image.init()
     with open("/proc/self/clear_refs", "w") as clear:
@@ -69,8 +72,6 @@ def child(path: Path) -> dict[str, Any]:
 
 
 def phone_jpeg_12mp() -> bytes:
-    from bench.worker import phone_jpeg
-
     return phone_jpeg((4032, 3024), seed=3)
 
 
@@ -82,8 +83,6 @@ def main() -> None:
     if arguments.child is not None:
         print(json.dumps(child(arguments.child)))
         return
-
-    from tests.support.hostile_images import DESCRIPTIONS, hostile_files
 
     files = {DESCRIPTIONS[name]: data for name, data in hostile_files().items()}
     files["ordinary 12 MP phone JPEG 4032×3024"] = phone_jpeg_12mp()

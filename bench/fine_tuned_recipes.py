@@ -27,10 +27,27 @@ import time
 from pathlib import Path
 from typing import Any, Final
 
+import keras
 import numpy as np
 
-from bench.real_photos import GROCERY, REPOSITORY_ROOT, WEIGHTS
+from bench.real_photos import GROCERY, REPOSITORY_ROOT, WEIGHTS, load_data, real_material_missing
 from bench.training_memory import measure
+from contracts.litert import BatchRunner, open_interpreter
+from model_build.data.pipeline import predict
+from model_build.data.rowfile import RowFile, RowWriter
+from model_build.evaluation.calibration import calibrate
+from model_build.evaluation.metrics import classification_report, top_k_accuracy
+from model_build.release.export import convert_float32
+from model_build.release.quality_gate import paired_interval
+from model_build.run_folder import RunFolder
+from model_build.training.feature_cache import head_train_dataset
+from model_build.training.fine_tune import (
+    compile_two_rates,
+    fine_tuning_model,
+    freeze_for_fine_tuning,
+    split_backbone,
+)
+from model_build.training.model import build_classifier, build_model
 
 # name -> the flags of python -m model_build.train that make the recipe. The fine-tuned one is
 # the documented recipe for real data (chosen on the selection split; docs/training.md).
@@ -73,9 +90,6 @@ def train_recipe(
 
 def probabilities(run_dir: Path, splits: dict[str, Any]) -> dict[str, np.ndarray]:
     """The run's model's probabilities on each of ``splits`` (prepared role splits)."""
-    import keras
-
-    from model_build.data.pipeline import predict
 
     model = keras.models.load_model(Path(run_dir) / "model.keras", compile=False)
     return {name: predict(model, split.pixels).astype(np.float64) for name, split in splits.items()}
@@ -85,9 +99,6 @@ def frozen_same_head(run_dir: Path, weights: Path) -> tuple[int, bytes]:
     """The frozen classifier of the run's kind and head with the ImageNet weights, as a frozen
     run would publish it: its parameter count and float32 TFLite bytes (the architecture and
     worker cost a fine-tuned run must keep)."""
-    from model_build.release.export import convert_float32
-    from model_build.run_folder import RunFolder
-    from model_build.training.model import build_model
 
     config = RunFolder(run_dir).read_config()
     labels = RunFolder(run_dir).read_labels()
@@ -99,7 +110,6 @@ def frozen_same_head(run_dir: Path, weights: Path) -> tuple[int, bytes]:
 def worker_latency(model: bytes | str | Path, images: np.ndarray, repeats: int = 2) -> float:
     """Median seconds per photo of the worker's LiteRT loop at batch 1 (the best of ``repeats``
     passes over ``images``, after one warm-up invocation)."""
-    from contracts.litert import BatchRunner, open_interpreter
 
     runner = BatchRunner(open_interpreter(model))
     runner.invoke(images[:1])
@@ -116,7 +126,6 @@ def worker_latency(model: bytes | str | Path, images: np.ndarray, repeats: int =
 
 def architecture(run_dir: Path) -> dict[str, Any]:
     """Parameter count and TFLite sizes of the run's exported model."""
-    import keras
 
     run = Path(run_dir)
     model = keras.models.load_model(run / "model.keras", compile=False)
@@ -154,8 +163,6 @@ def latest_run(runs: Path, recipe: str) -> Path | None:
 
 def recipe_row(run_dir: Path, splits: dict[str, Any], labels: list[str]) -> dict[str, Any]:
     """Every number of one trained recipe, from its run folder and the role splits."""
-    from model_build.evaluation.calibration import calibrate
-    from model_build.evaluation.metrics import classification_report, top_k_accuracy
 
     probs = probabilities(run_dir, {n: splits[n] for n in ("calibration", "held_out")})
     y_fit, y_eval = splits["calibration"].label_indices, splits["held_out"].label_indices
@@ -183,8 +190,6 @@ def recipe_row(run_dir: Path, splits: dict[str, Any], labels: list[str]) -> dict
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    from bench.real_photos import load_data
-    from model_build.release.quality_gate import paired_interval
 
     _, labels, splits = load_data(Path(args.data), None)
     runs = Path(args.runs)
@@ -274,17 +279,6 @@ def fine_tune_data_path(work: Path, images: int, steps: int) -> None:
     ``block_13_expand`` (float16 row files, as the cache holds them): ``steps`` batches of the
     two-rate training, each read row by row from anywhere in the files. Run under
     ``/usr/bin/time -v`` by :func:`data_path_memory`."""
-    import keras
-
-    from model_build.data.rowfile import RowFile, RowWriter
-    from model_build.training.feature_cache import head_train_dataset
-    from model_build.training.fine_tune import (
-        compile_two_rates,
-        fine_tuning_model,
-        freeze_for_fine_tuning,
-        split_backbone,
-    )
-    from model_build.training.model import build_classifier
 
     classifier = build_classifier("mobilenet_v2", num_classes=43, weights=None, head="gap")
     _, top = split_backbone(classifier.backbone, "block_13_expand")
@@ -318,7 +312,6 @@ def data_path_memory(work: Path, images: int, steps: int) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from bench.real_photos import real_material_missing
 
     parser = argparse.ArgumentParser(prog="python -m bench.fine_tuned_recipes", description=__doc__)
     parser.add_argument("--data", default=str(GROCERY))

@@ -35,10 +35,12 @@ import multiprocessing
 import os
 import random
 import resource
+import struct
 import sys
 import tempfile
 import threading
 import time
+import zlib
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -49,11 +51,19 @@ from pathlib import Path
 from typing import Any, Final
 from urllib.parse import quote_plus
 
+import boto3
 import numpy as np
 from PIL import Image
 
 from bench.faults import FaultInjector, FaultPlan, choose_permanent_keys
+from contracts.catalogue_table import scan_items
 from contracts.image import HEIF_SUPPORTED  # importing it registers Pillow's HEIF plugin
+from handler.app import lambda_handler
+from handler.events import records_from_sqs_body
+from local_stack.resources import create_local_resources
+from local_stack.stack import LocalContext, drain_queue, moto_server, point_boto3_at, queue_depth
+from sample_data.photos import LABELS, draw_sample_image
+from tests.support.tiny_artifact import publish_tiny_artifact
 
 UPLOAD_PREFIX: Final[str] = "uploads/"
 FINAL_STATUSES: Final[frozenset[str]] = frozenset({"CATALOGUED", "NEEDS_REVIEW", "REJECTED"})
@@ -138,8 +148,6 @@ def make_photos(count: int, *, hostile_rate: float, seed: int) -> dict[str, byte
 
     Key names include spaces, ``+`` and non-ASCII characters, as sellers' file names do.
     """
-    from sample_data.photos import LABELS
-
     rng = np.random.default_rng(seed)
     chooser = random.Random(seed)
     photos: dict[str, bytes] = {}
@@ -154,8 +162,6 @@ def make_photos(count: int, *, hostile_rate: float, seed: int) -> dict[str, byte
 
 
 def _photo(label: str, index: int, rng: np.random.Generator, chooser: random.Random):
-    from sample_data.photos import draw_sample_image
-
     size = chooser.choice((96, 160, 256, 384, 640))
     image = draw_sample_image(label, rng, size)
     formats = [("JPEG", "jpg"), ("JPEG", "jpeg"), ("PNG", "png"), ("WEBP", "webp")]
@@ -188,8 +194,6 @@ def _hostile_file(index: int, chooser: random.Random) -> tuple[str, bytes]:
 
 def _png_bomb() -> bytes:
     """A 20,000 x 20,000 PNG that compresses to a few hundred kilobytes: a decompression bomb."""
-    import struct
-    import zlib
 
     def chunk(kind: bytes, body: bytes) -> bytes:
         crc = struct.pack(">I", zlib.crc32(kind + body))
@@ -222,11 +226,6 @@ def _worker_main(
     sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - lives as long as the process
     injector = FaultInjector(plan)
     injector.install()  # before the handler creates its clients, so they inherit the hooks
-
-    import boto3
-
-    from handler.app import lambda_handler
-    from local_stack.stack import LocalContext, drain_queue, queue_depth
 
     # The harness's own queue client (sending duplicates, polling) has no faults: it stands for
     # SQS and the Lambda poller, not for the worker's calls.
@@ -275,11 +274,6 @@ def _peak_rss_mb() -> float:
 
 def run_load(config: LoadConfig, model_uri: str, *, log=print) -> LoadReport:
     """Run the whole scenario on a fresh moto server and check the end state."""
-    import boto3
-
-    from local_stack.resources import create_local_resources
-    from local_stack.stack import moto_server, point_boto3_at
-
     chooser = random.Random(config.seed)
     photos = make_photos(config.images, hostile_rate=config.hostile_rate, seed=config.seed)
     permanent = choose_permanent_keys(
@@ -351,7 +345,7 @@ def _serialised_moto_sqs() -> Iterator[None]:
     redrive the same message to the DLQ corrupt its in-memory queue (``list.remove`` fails). The
     harness tests the worker, not moto, so SQS calls are serialised inside the server.
     """
-    from moto.sqs.models import SQSBackend
+    from moto.sqs.models import SQSBackend  # noqa: PLC0415 — moto (the stand-in for AWS) loads only when a server or mock starts
 
     lock = threading.RLock()  # batch calls call the single-message methods
     originals = {name: getattr(SQSBackend, name) for name in _SQS_BACKEND_METHODS}
@@ -434,8 +428,6 @@ def _upload_everything(s3, sqs, resources, photos, permanent, config, chooser) -
 
 def _another_photo(key: str, chooser: random.Random) -> bytes:
     """The seller's second upload under the same name: another JPEG photo of the same label."""
-    from sample_data.photos import draw_sample_image
-
     label = key.removeprefix(UPLOAD_PREFIX).split("/", 1)[0]
     image = draw_sample_image(label, np.random.default_rng(chooser.randrange(2**32)), 200)
     buffer = io.BytesIO()
@@ -471,8 +463,6 @@ def _s3_event(bucket: str, key: str, etag: str, event_time: str, size: int) -> d
 def _check_end_state(
     s3, sqs, dynamodb, resources, photos, permanent, uploads, reports, seconds
 ) -> LoadReport:
-    from contracts.catalogue_table import scan_items
-
     problems: list[str] = []
     surviving = {}
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=resources.bucket):
@@ -554,14 +544,10 @@ def _drain_dead_letters(sqs, queue_url: str) -> list[str]:
 
 
 def _keys_of(body: str) -> list[str]:
-    from handler.events import records_from_sqs_body
-
     return [record.key for record in records_from_sqs_body(body)]
 
 
 def _queue_depth(sqs, queue_url: str) -> int:
-    from local_stack.stack import queue_depth
-
     return queue_depth(sqs, queue_url)
 
 
@@ -582,8 +568,6 @@ def main(argv: list[str] | None = None) -> int:
         if Path("artifacts/latest.json").exists():
             model_uri = str(Path("artifacts").resolve())
         else:
-            from tests.support.tiny_artifact import publish_tiny_artifact
-
             model_uri = tempfile.mkdtemp(prefix="load-model-")
             publish_tiny_artifact(model_uri)
     config = LoadConfig(images=arguments.images, workers=arguments.workers, seed=arguments.seed)

@@ -38,6 +38,16 @@ from typing import Any
 
 import numpy as np
 
+from contracts.image import image_to_tensor
+from model_build.release.export import (
+    convert_float32,
+    convert_int8,
+    keras_predict,
+    tflite_predict,
+    top1_agreement,
+)
+from sample_data.photos import generate_dataset
+
 REPOSITORY_ROOT = Path(__file__).resolve().parent.parent
 RESULTS = REPOSITORY_ROOT / "bench" / "results" / "model_runtimes.json"
 BENCH_DATA = REPOSITORY_ROOT / ".cache" / "bench-model-images"
@@ -46,9 +56,6 @@ LABEL_COUNT = 14
 
 def sample_images(count: int) -> tuple[np.ndarray, np.ndarray]:
     """``count`` generated val photos and the train photos, through the real image contract."""
-    from contracts.image import image_to_tensor
-    from sample_data.photos import generate_dataset
-
     per_label = max(2, -(-count // LABEL_COUNT))
     root = generate_dataset(BENCH_DATA, train_per_label=per_label, val_per_label=per_label)
     paths = sorted((root / "val").rglob("*.jpg"))[:count]
@@ -59,7 +66,7 @@ def sample_images(count: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def keras_callers(model: Any) -> dict[str, Callable[[np.ndarray], Any]]:
-    import tensorflow as tf
+    import tensorflow as tf  # noqa: PLC0415 — TensorFlow takes seconds to load; only the steps that use it pay for it
 
     compiled = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
     return {
@@ -69,7 +76,7 @@ def keras_callers(model: Any) -> dict[str, Callable[[np.ndarray], Any]]:
 
 
 def litert_caller(model_bytes: bytes, batch_size: int) -> Callable[[np.ndarray], Any]:
-    from ai_edge_litert.interpreter import Interpreter
+    from ai_edge_litert.interpreter import Interpreter  # noqa: PLC0415 — the LiteRT runtime loads only when a model is opened
 
     interpreter = Interpreter(model_content=model_bytes, num_threads=os.cpu_count())
     index = interpreter.get_input_details()[0]["index"]
@@ -116,14 +123,6 @@ def interleaved_latency(
 def measure(
     model: Any, images: np.ndarray, train_images: np.ndarray, repeats: int, name: str
 ) -> dict[str, Any]:
-    from model_build.release.export import (
-        convert_float32,
-        convert_int8,
-        keras_predict,
-        tflite_predict,
-        top1_agreement,
-    )
-
     with tempfile.TemporaryDirectory() as directory:
         keras_path = Path(directory) / "model.keras"
         model.save(keras_path)
@@ -236,10 +235,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-    import keras
-    import tensorflow as tf
+    import keras  # noqa: PLC0415 — TensorFlow takes seconds to load; only the steps that use it pay for it
+    import tensorflow as tf  # noqa: PLC0415 — TensorFlow takes seconds to load; only the steps that use it pay for it
 
-    from model_build.training.model import build_model
+    from model_build.training.model import build_model  # noqa: PLC0415 — model_build.training.model loads TensorFlow; this module stays light without it
 
     images, train_images = sample_images(args.images)
     results: dict[str, Any] = {

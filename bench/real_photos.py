@@ -36,6 +36,26 @@ from typing import Any, Final
 
 import numpy as np
 
+from contracts.scoring import apply_temperature
+from model_build.data.dataset import discover
+from model_build.data.prepare import prepare_split
+from model_build.data.rowfile import RowFile
+from model_build.data.splits import assign_roles
+from model_build.evaluation.calibration import calibrate, clopper_pearson_interval, quality
+from model_build.evaluation.metrics import classification_report, top_k_accuracy
+from model_build.evaluation.unfamiliarity import (
+    FAMILIAR_RECALL,
+    NearestNeighbours,
+    energy_score,
+    fit_mahalanobis,
+    generated_unfamiliar_pixels,
+    msp_score,
+    separation,
+)
+from model_build.release.export import convert_float32, convert_int8, keras_predict, tflite_predict
+from model_build.release.int8_gate import gate_int8
+from model_build.release.quality_gate import compare, outcome_of
+
 REPOSITORY_ROOT: Final[Path] = Path(__file__).resolve().parent.parent
 
 
@@ -72,10 +92,10 @@ def real_material_missing() -> str | None:
 
 
 def build_recipe_head(recipe: str, feature_shape: tuple[int, ...], classes: int):
-    import keras
-    from keras import layers
+    import keras  # noqa: PLC0415 — TensorFlow takes seconds to load; only the steps that use it pay for it
+    from keras import layers  # noqa: PLC0415 — TensorFlow takes seconds to load; only the steps that use it pay for it
 
-    from model_build.training.model import build_head
+    from model_build.training.model import build_head  # noqa: PLC0415 — model_build.training.model loads TensorFlow; this module stays light without it
 
     if recipe in ("reference", "gap"):  # exactly what python -m model_build.train --head builds
         return build_head(feature_shape, classes, kind=recipe)
@@ -107,7 +127,7 @@ def train_head(
 ):
     """Train a head on cached features; keep the weights of the best epoch on the *selection*
     features (``val_*`` in Keras' names): never the calibration or held-out photos."""
-    import keras
+    import keras  # noqa: PLC0415 — TensorFlow takes seconds to load; only the steps that use it pay for it
 
     keras.utils.set_random_seed(seed)
     head = build_recipe_head(recipe, tuple(train_features.shape[1:]), classes)
@@ -154,7 +174,7 @@ def predict(head, features: np.ndarray, batch_size: int = 256) -> np.ndarray:
 
 
 def logits_of(head, features: np.ndarray) -> np.ndarray | None:
-    import keras
+    import keras  # noqa: PLC0415 — TensorFlow takes seconds to load; only the steps that use it pay for it
 
     try:
         layer = head.get_layer("logits")
@@ -168,10 +188,6 @@ def logits_of(head, features: np.ndarray) -> np.ndarray | None:
 
 
 def load_data(data_dir: Path, label_limit: int | None, holdout_fraction: float = 0.5):
-    from model_build.data.dataset import discover
-    from model_build.data.prepare import prepare_split
-    from model_build.data.splits import assign_roles
-
     dataset = assign_roles(discover(data_dir), held_out_fraction=holdout_fraction)
     if label_limit:
         keep = set(dataset.labels[:label_limit])
@@ -187,35 +203,17 @@ def load_data(data_dir: Path, label_limit: int | None, holdout_fraction: float =
 
 
 def backbone_model(weights: Path, classes: int):
-    from model_build.training.model import build_model
+    from model_build.training.model import build_model  # noqa: PLC0415 — model_build.training.model loads TensorFlow; this module stays light without it
 
     return build_model("mobilenet_v2", num_classes=classes, weights=str(weights))
 
 
 def features_for(model, pixels: np.ndarray, path: Path, *, views: int) -> np.ndarray:
-    from model_build.training.feature_cache import compute_features
+    from model_build.training.feature_cache import compute_features  # noqa: PLC0415 — model_build.training.feature_cache loads TensorFlow; this module stays light without it
 
     if path.is_file():
-        from model_build.data.rowfile import RowFile
-
         return RowFile(path)
     return compute_features(model, pixels, path, views=views, seed=0, batch_size=32)
-
-
-def far_unfamiliar_pixels(count: int) -> np.ndarray:
-    """Generated drawings of baby products (the demo's sample data), through the image contract."""
-    import io
-
-    from contracts.image import image_to_tensor
-    from sample_data.photos import LABELS, draw_sample_image
-
-    rng = np.random.default_rng(123)
-    images = []
-    for index in range(count):
-        buffer = io.BytesIO()
-        draw_sample_image(LABELS[index % len(LABELS)], rng, 256).save(buffer, format="JPEG")
-        images.append(image_to_tensor(buffer.getvalue()))
-    return np.stack(images)
 
 
 # --- numbers -------------------------------------------------------------------------------------
@@ -234,9 +232,6 @@ def recipe_row(
     eval_unfamiliar: np.ndarray | None = None,
 ) -> tuple[dict[str, Any], Any]:
     """The held-out numbers of one head and its :class:`contracts.artifact.Calibration`."""
-    from model_build.evaluation.calibration import calibrate, quality
-    from model_build.evaluation.metrics import classification_report, top_k_accuracy
-
     calibration = calibrate(
         fit_probs, fit_labels, eval_probs, eval_labels,
         target_precision=target_precision, confidence=confidence,
@@ -259,8 +254,6 @@ def recipe_row(
 
 
 def _interval(successes: int, total: int) -> list[float]:
-    from model_build.evaluation.calibration import clopper_pearson_interval
-
     interval = clopper_pearson_interval(successes, total)
     return [interval.low, interval.high]
 
@@ -269,16 +262,9 @@ def int8_row(
     model, head, train_pixels, fit_pixels, fit_labels, eval_pixels, eval_labels, *, float32
 ) -> dict[str, Any]:
     """Full model (scaling + backbone + this head) → TFLite float32 and int8; held-out gate."""
-    import keras
+    import keras  # noqa: PLC0415 — TensorFlow takes seconds to load; only the steps that use it pay for it
 
-    from model_build.release.export import (
-        convert_float32,
-        convert_int8,
-        keras_predict,
-        tflite_predict,
-    )
-    from model_build.release.int8_gate import gate_int8
-    from model_build.training.model import parts_of
+    from model_build.training.model import parts_of  # noqa: PLC0415 — model_build.training.model loads TensorFlow; this module stays light without it
 
     parts = parts_of(model)
     inputs = model.inputs[0]
@@ -346,16 +332,6 @@ def unfamiliarity_folds(
     labels' calibration and held-out photos (near) and generated drawings (far). End to end, the
     shipped rule (certified threshold, L2-Mahalanobis cut at 95 % of calibration photos) is
     applied to the near photos: everything it auto-catalogues is wrong by construction."""
-    from model_build.evaluation.calibration import calibrate
-    from model_build.evaluation.unfamiliarity import (
-        FAMILIAR_RECALL,
-        NearestNeighbours,
-        energy_score,
-        fit_mahalanobis,
-        msp_score,
-        separation,
-    )
-
     train_pooled = pooled(maps["train"])
     pooled_of = {name: pooled(maps[name]) for name in ("selection", "calibration", "held_out")}
     far_pooled = pooled(far_maps)
@@ -420,7 +396,6 @@ def unfamiliarity_folds(
             eval_unfamiliar=normalised.score(familiar_pooled) > cut,
         )
         near_confidence = predict(head, near_maps)
-        from contracts.scoring import apply_temperature
 
         near_confidence = apply_temperature(near_confidence, calibration.temperature).max(1)
         row["end_to_end"] = {
@@ -463,9 +438,6 @@ def unfamiliarity_folds(
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    from model_build.evaluation.unfamiliarity import FAMILIAR_RECALL, fit_mahalanobis
-    from model_build.release.quality_gate import compare, outcome_of
-
     timings: dict[str, float] = {}
     started = time.monotonic()
     _, labels, splits = load_data(Path(args.data), args.labels)
@@ -545,7 +517,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             print(f"{recipe} int8: {json.dumps(row)}", flush=True)
     if args.unfamiliar:
         started = time.monotonic()
-        far_pixels = far_unfamiliar_pixels(args.far_images)
+        far_pixels = generated_unfamiliar_pixels(args.far_images)
         far_maps = features_for(model, far_pixels, cache / f"far_{args.far_images}.npy", views=0)
         results["unfamiliarity"] = unfamiliarity_folds(
             {**maps, "train": np.asarray(maps["train"])[: len(labels_of["train"])]},

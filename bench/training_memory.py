@@ -42,6 +42,12 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
+from model_build.data.rowfile import RowFile, RowWriter
+from model_build.quiet import tensorflow_quietly
+from sample_data.photos import generate_dataset
+
 REFERENCE_TRAIN_PER_LABEL = 1200
 REFERENCE_VAL_PER_LABEL = 300
 
@@ -87,10 +93,6 @@ FULL_TRAIN, FULL_VAL, FEATURE_SHAPE = 16_803, 4_205, (7, 7, 1280)
 
 
 def _write_synthetic(work: Path, views: int) -> None:
-    import numpy as np
-
-    from model_build.data.rowfile import RowWriter
-
     def fill(path: Path, shape: tuple[int, ...], dtype) -> None:
         if path.is_file():
             return
@@ -113,18 +115,13 @@ def _write_synthetic(work: Path, views: int) -> None:
 
 def _data_path(phase: str, work: Path, views: int) -> None:
     """One phase of ``--synthetic``, in this process (run under /usr/bin/time by the parent)."""
-    from model_build.quiet import tensorflow_quietly
-
     tensorflow_quietly()
-    import numpy as np
-
-    from model_build.data.rowfile import RowFile
 
     labels = np.arange(FULL_TRAIN) % 14
     val_labels = np.arange(FULL_VAL) % 14
     seen = 0
     if phase == "pixels":
-        from model_build.data.pipeline import EpochRandomness, eval_dataset, train_dataset
+        from model_build.data.pipeline import EpochRandomness, eval_dataset, train_dataset  # noqa: PLC0415 — model_build.data.pipeline loads TensorFlow; this module stays light without it
 
         randomness = EpochRandomness(0)
         train = train_dataset(
@@ -140,7 +137,7 @@ def _data_path(phase: str, work: Path, views: int) -> None:
         for images, _ in eval_dataset(RowFile(work / "val_pixels.npy"), val_labels, batch_size=32):
             seen += int(images.shape[0])
     else:
-        from model_build.training.feature_cache import head_eval_dataset, head_train_dataset
+        from model_build.training.feature_cache import head_eval_dataset, head_train_dataset  # noqa: PLC0415 — model_build.training.feature_cache loads TensorFlow; this module stays light without it
 
         parts = [RowFile(work / f"train_features_{view}.npy") for view in range(views)]
         train, steps = head_train_dataset(parts, labels, views=views, batch_size=32, seed=0)
@@ -191,8 +188,6 @@ def main(argv: list[str] | None = None) -> int:
         path.write_text(json.dumps(results, indent=2) + "\n")
         print(f"wrote {path}")
         return 0
-
-    from sample_data.photos import generate_dataset
 
     train_per_label = max(2, round(REFERENCE_TRAIN_PER_LABEL * arguments.scale))
     val_per_label = max(2, round(REFERENCE_VAL_PER_LABEL * arguments.scale))

@@ -39,6 +39,10 @@ import shutil
 import time
 from pathlib import Path
 
+from model_build.data.dataset import discover
+from model_build.data.prepare import prepare_split
+from sample_data.photos import generate_dataset
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 REFERENCE_TRAIN_PER_LABEL = 1200
@@ -71,8 +75,6 @@ def main(argv: list[str] | None = None) -> int:
     cache_dir = out / "prepare_cache"
     out.mkdir(parents=True, exist_ok=True)
 
-    from sample_data.photos import generate_dataset
-
     print(f"dataset: 14 × {train_per_label} train + 14 × {val_per_label} val, "
           f"{arguments.image_size} px JPEGs in {data_dir}")  # fmt: skip
     _, generate_seconds = _timed(
@@ -84,18 +86,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(f"  generated (or reused) in {generate_seconds:.1f} s")
 
-    import keras
-    import tensorflow as tf
+    import keras  # noqa: PLC0415 — TensorFlow takes seconds to load; only the steps that use it pay for it
+    import tensorflow as tf  # noqa: PLC0415 — TensorFlow takes seconds to load; only the steps that use it pay for it
 
-    from model_build.data.dataset import discover
-    from model_build.data.pipeline import EpochRandomness, compile_for, eval_dataset, train_dataset
-    from model_build.data.prepare import prepare_split
-    from model_build.training.feature_cache import (
+    from model_build.data.pipeline import EpochRandomness, compile_for, eval_dataset, train_dataset  # noqa: PLC0415 — model_build.data.pipeline loads TensorFlow; this module stays light without it
+    from model_build.training.feature_cache import (  # noqa: PLC0415 — model_build.training.feature_cache loads TensorFlow; this module stays light without it
         cached_features,
         head_eval_dataset,
         head_train_dataset,
     )
-    from model_build.training.model import build_model, parts_of
+    from model_build.training.model import build_model, parts_of  # noqa: PLC0415 — model_build.training.model loads TensorFlow; this module stays light without it
 
     keras.utils.set_random_seed(0)
     batch = arguments.batch_size
@@ -145,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     ours_rate = len(train) / ours_seconds
 
     # --- reference-style: ImageDataGenerator.flow_from_directory -------------------------------
-    from keras.src.legacy.preprocessing.image import ImageDataGenerator
+    from keras.src.legacy.preprocessing.image import ImageDataGenerator  # noqa: PLC0415 — TensorFlow takes seconds to load; only the steps that use it pay for it
 
     reference_train = ImageDataGenerator(
         rescale=1.0 / 255,

@@ -43,10 +43,26 @@ import statistics
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Final
 
+import boto3
 import numpy as np
+from PIL import Image
+
+from contracts.artifact import RUNTIME_FILES, load_artifact
+from contracts.image import decode_image, image_to_tensor
+from handler import app
+from handler.classifier import calibrate, predictions
+from handler.cold_start import CLIENT_CONFIG, load_model
+from handler.settings import load_settings
+from handler.worker import IO_THREADS, Worker
+from local_stack.resources import LocalNames, create_local_resources
+from local_stack.stack import LocalContext, drain_queue, moto_server
+from model_build.release.export import convert_float32, convert_int8
+from model_build.release.publish import publish_run
+from sample_data.photos import LABELS, draw_sample_image
 
 REPOSITORY_ROOT: Final[Path] = Path(__file__).resolve().parent.parent
 CACHE: Final[Path] = REPOSITORY_ROOT / ".cache" / "bench-worker"
@@ -70,10 +86,6 @@ TARGETS: Final[dict[str, str]] = {
 
 def phone_jpeg(size: tuple[int, int], seed: int, label_index: int = 0) -> bytes:
     """A phone-like JPEG: a sample product photo upscaled to ``size`` with sensor noise."""
-    from PIL import Image
-
-    from sample_data.photos import LABELS, draw_sample_image
-
     rng = np.random.default_rng(seed)
     drawn = draw_sample_image(LABELS[label_index % len(LABELS)], rng, size=768)
     pixels = np.asarray(drawn.resize(size, Image.Resampling.BICUBIC), dtype=np.float32)
@@ -85,13 +97,9 @@ def phone_jpeg(size: tuple[int, int], seed: int, label_index: int = 0) -> bytes:
 
 def _build_model(out_dir: Path) -> None:
     """Subprocess: the reference architecture, exported and published (imports TensorFlow)."""
-    import keras
+    import keras  # noqa: PLC0415 — TensorFlow takes seconds to load; only the steps that use it pay for it
 
-    from contracts.image import image_to_tensor
-    from model_build.release.export import convert_float32, convert_int8
-    from model_build.release.publish import publish_run
-    from model_build.training.model import build_model
-    from sample_data.photos import LABELS
+    from model_build.training.model import build_model  # noqa: PLC0415 — model_build.training.model loads TensorFlow; this module stays light without it
 
     keras.utils.set_random_seed(0)
     model = build_model("mobilenet_v2", num_classes=len(LABELS), weights=None)
@@ -149,15 +157,13 @@ class KerasClassifier:
     """The worker's classifier interface over a Keras model on TensorFlow (the comparison)."""
 
     def __init__(self, model_path: Path, labels: list[str], temperature: float) -> None:
-        import keras
+        import keras  # noqa: PLC0415 — TensorFlow takes seconds to load; only the steps that use it pay for it
 
         self.model = keras.models.load_model(model_path, compile=False)
         self.labels = labels
         self.temperature = temperature
 
     def predict(self, pixels: np.ndarray) -> list[Any]:
-        from handler.classifier import calibrate, predictions
-
         if len(pixels) == 0:
             return []
         probabilities = np.asarray(self.model.predict_on_batch(pixels))
@@ -166,13 +172,9 @@ class KerasClassifier:
 
 def _load_classifier(variant: str) -> tuple[Any, Any]:
     """What the worker's cold start does for ``variant``: (classifier, artifact)."""
-    from handler.cold_start import load_model
-    from handler.settings import load_settings
-
     settings = load_settings()
     if variant != "tensorflow":
         return load_model(settings)
-    from contracts.artifact import RUNTIME_FILES, load_artifact
 
     artifact = load_artifact(settings.model_uri, only=(*RUNTIME_FILES, "model.keras"))
     classifier = KerasClassifier(
@@ -183,8 +185,6 @@ def _load_classifier(variant: str) -> tuple[Any, Any]:
 
 def _child_latency(variant: str, spawned_at: float, photos: Path) -> dict[str, Any]:
     started = time.perf_counter()
-    import handler.app  # noqa: F401 - part of the cold start being measured
-    from contracts.image import decode_image
 
     classifier, _artifact = _load_classifier(variant)
     first = (photos / "1mp.jpg").read_bytes()
@@ -215,11 +215,6 @@ def _child_latency(variant: str, spawned_at: float, photos: Path) -> dict[str, A
 def _per_image_in_a_batch(classifier: Any, data: bytes, size: int = 10) -> float:
     """Seconds per image when ``size`` photos go through the worker's path: decoded in the
     worker's fetch pool (``IO_THREADS``), then one inference for all of them."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    from contracts.image import decode_image
-    from handler.worker import IO_THREADS
-
     timings = []
     with ThreadPoolExecutor(IO_THREADS) as pool:
         for _ in range(WARM_REPEATS // 3 + 1):
@@ -242,16 +237,8 @@ def peak_rss_mb() -> float:
 
 def _child_stack(variant: str, queue_url: str) -> dict[str, Any]:
     """Drain the local stack's queue through the real handler; time and memory of this process."""
-    import boto3
-
-    from handler import app
-    from local_stack.stack import LocalContext, drain_queue
-
     if variant == "tensorflow":
         # Same worker, Keras classifier instead of LiteRT (the container has TensorFlow here).
-        from handler.cold_start import CLIENT_CONFIG
-        from handler.settings import load_settings
-        from handler.worker import Worker
 
         settings = load_settings()
         classifier, artifact = _load_classifier(variant)
@@ -346,11 +333,6 @@ def measure_latency(folder: Path, repeats: int) -> dict[str, dict[str, Any]]:
 
 
 def measure_stack(folder: Path, uploads: int) -> dict[str, dict[str, Any]]:
-    import boto3
-
-    from local_stack.resources import LocalNames, create_local_resources
-    from local_stack.stack import moto_server
-
     photos = [
         phone_jpeg(STACK_PHOTO_SIZE, seed=100 + i, label_index=i)
         for i in range(STACK_DISTINCT_PHOTOS)

@@ -34,6 +34,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Final
 
+import boto3
+from botocore.exceptions import ClientError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 MANIFEST_FILE: Final[str] = "manifest.json"
@@ -47,15 +49,6 @@ UNFAMILIARITY_FILE: Final[str] = "unfamiliarity.npz"  # contracts.unfamiliarity 
 REQUIRED_FILES: Final[tuple[str, ...]] = (MODEL_FILE, LABELS_FILE)
 MANIFEST_SCHEMA_VERSION: Final[int] = 1
 
-# What the worker needs at cold start: the two runtimes' models and the labels. The Keras model and
-# the report are not downloaded unless asked for.
-RUNTIME_FILES: Final[tuple[str, ...]] = (
-    MODEL_FILE,
-    MODEL_INT8_FILE,
-    LABELS_FILE,
-    UNFAMILIARITY_FILE,
-)
-
 # <UTC timestamp>-<short content hash>, e.g. 20261124T014800Z-3fa9c1d2. Checked on every read so a
 # tampered latest.json cannot point outside <dest> ("../../etc").
 VERSION_PATTERN: Final[re.Pattern[str]] = re.compile(r"^\d{8}T\d{6}Z-[0-9a-f]{6,64}$")
@@ -66,6 +59,31 @@ CACHE_DIR_ENV: Final[str] = "MODEL_CACHE_DIR"
 
 class ArtifactError(Exception):
     """The artifact is missing, incomplete, malformed or does not match its manifest."""
+
+
+# The model files the worker can run (handler.settings' MODEL_VARIANT).
+MODEL_VARIANTS: Final[tuple[str, ...]] = ("float32", "int8")
+
+
+def worker_files(variant: str) -> tuple[str, ...]:
+    """The files of a version the worker loads (beside ``manifest.json``) to run ``variant``.
+
+    The one definition of what a cold start asks :func:`load_artifact` for (``only=``) and so of
+    what the worker's image must hold: the float32 model and the labels always (the loader's
+    :data:`REQUIRED_FILES`), ``model_int8.tflite`` for int8, and ``unfamiliarity.npz``. The
+    optional ones are loaded when the manifest lists them; the Keras model and the report never.
+    """
+    if variant not in MODEL_VARIANTS:
+        raise ArtifactError(f"unknown model variant {variant!r}: expected one of {MODEL_VARIANTS}")
+    int8 = (MODEL_INT8_FILE,) if variant == "int8" else ()
+    return (*REQUIRED_FILES, *int8, UNFAMILIARITY_FILE)
+
+
+# Everything the worker may load, whichever variant it runs: what infra/Dockerfile stages into the
+# image (python -m infra.stage_model) and what infra/image_check.py verifies there.
+RUNTIME_FILES: Final[tuple[str, ...]] = tuple(
+    dict.fromkeys(name for variant in MODEL_VARIANTS for name in worker_files(variant))
+)
 
 
 class FileEntry(BaseModel):
@@ -385,14 +403,10 @@ def _manifest_for(raw: bytes, version: str, where: str) -> Manifest:
 
 
 def _s3_client_default() -> Any:
-    import boto3  # only S3 locations need boto3
-
     return boto3.client("s3")
 
 
 def _s3_get(s3_client: Any, bucket: str, key: str) -> bytes:
-    from botocore.exceptions import ClientError
-
     try:
         return s3_client.get_object(Bucket=bucket, Key=key)["Body"].read()
     except ClientError as error:
@@ -438,8 +452,6 @@ def _load_from_s3(
 
 def _download(s3_client: Any, bucket: str, key: str, target: Path) -> None:
     """Download to a temporary name beside the target, then rename: a crash leaves no half file."""
-    from botocore.exceptions import ClientError
-
     target.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
     os.close(handle)

@@ -17,7 +17,7 @@ import numpy as np
 
 
 def open_interpreter(model: bytes | str | Path, *, num_threads: int | None = None) -> Any:
-    from ai_edge_litert.interpreter import Interpreter
+    from ai_edge_litert.interpreter import Interpreter  # noqa: PLC0415 — the LiteRT runtime loads only when a model is opened
 
     if isinstance(model, bytes):
         return Interpreter(model_content=model, num_threads=num_threads)

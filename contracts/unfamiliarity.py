@@ -10,7 +10,7 @@ pooled backbone features (global average of MobileNetV2's last feature map, 1,28
 second output of the exported TFLite model) to the training photos' label means, under one
 covariance shared by all labels (shrunk towards its average variance). Measured on real photos
 against the free scores from the classifier's output it separates unfamiliar photos far better
-(``bench/real_photos.py``, README "On real photos"). Cost in the worker: one
+(``bench/real_photos.py``, docs/evaluation.md "On real photos"). Cost in the worker: one
 ``[N, 1280] × [1280, 1280]`` product per batch — well under a millisecond per photo next to tens of
 milliseconds for the backbone; the file is about 6.6 MB (float32 precision matrix plus means).
 

@@ -14,13 +14,7 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from contracts.artifact import (
-    MODEL_INT8_FILE,
-    UNFAMILIARITY_FILE,
-    Artifact,
-    ArtifactError,
-    load_artifact,
-)
+from contracts.artifact import Artifact, ArtifactError, load_artifact, worker_files
 from contracts.unfamiliarity import UnfamiliarityScorer
 from handler.classifier import Classifier
 from handler.decode_budget import DecodeBudget
@@ -43,12 +37,8 @@ def load_model(settings: WorkerSettings, s3_client: Any = None) -> tuple[Classif
         artifact = load_artifact(
             settings.model_uri,
             version=settings.model_version,
-            # Fetch and verify only what this variant runs (plus the loader's required files).
-            only=(
-                (MODEL_INT8_FILE, UNFAMILIARITY_FILE)
-                if settings.model_variant == "int8"
-                else (UNFAMILIARITY_FILE,)
-            ),
+            # Fetch and verify only what this variant runs (the image holds exactly these files).
+            only=worker_files(settings.model_variant),
             cache_dir=settings.model_cache_dir,
             s3_client=s3_client,
         )

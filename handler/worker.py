@@ -132,11 +132,15 @@ class Deadline:
         return cls.from_remaining(float(remaining()))
 
 
+# The REJECTED item's reason when S3 will not hand over the bytes (docs/statuses.md lists them).
+RefusalReason = Literal["archived", "encrypted"]
+
+
 @dataclass(frozen=True)
 class ObjectRefused:
     """S3 will not hand over this object's bytes, and no retry can change that."""
 
-    reason: str  # "archived" | "encrypted": the REJECTED item's reason
+    reason: RefusalReason
     detail: str
 
 

@@ -339,7 +339,7 @@ def create_table(
 ) -> str:
     """Create the template's catalogue table (keys, indexes, encryption, PITR, TTL) as
     ``table_name``. Also what a stack update that replaces the table does: a new table with a new
-    name beside the retained old one (README: migrating the catalogue)."""
+    name beside the retained old one (docs/operations.md: migrating the catalogue)."""
     template = template if template is not None else read_template()
     if resolver is None:
         resolver = _Resolver(

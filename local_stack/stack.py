@@ -44,9 +44,14 @@ from typing import Any, Final
 
 import boto3
 import numpy as np
+from PIL import Image
 
 from contracts.catalogue import CatalogueItem
 from contracts.catalogue_table import scan_items
+from handler import app
+from local_stack.resources import create_local_resources
+from local_stack.state import LocalStackState, remove_state, write_state
+from sample_data.photos import LABELS, draw_sample_image
 
 DEFAULT_ARTIFACTS: Final[Path] = Path("artifacts")
 UPLOAD_PREFIX: Final[str] = "uploads/"
@@ -99,7 +104,7 @@ def moto_server() -> Iterator[str]:
     see the first one's queues and tables (and refuse to create a queue again with other
     attributes). The server is reset when it starts, so every local stack begins empty.
     """
-    from moto.server import ThreadedMotoServer
+    from moto.server import ThreadedMotoServer  # noqa: PLC0415 — moto (the stand-in for AWS) loads only when a server or mock starts
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # no line per request
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
@@ -289,8 +294,6 @@ def upload_folder(s3_client: Any, bucket: str, folder: Path, prefix: str = UPLOA
 
 def write_sample_images(folder: Path, *, per_label: int = 2, seed: int = 7) -> Path:
     """Sample product photos (``<label>/...jpg``) plus the hostile files sellers do upload."""
-    from sample_data.photos import LABELS, draw_sample_image
-
     rng = np.random.default_rng(seed)
     last = folder
     for label in LABELS:
@@ -312,10 +315,6 @@ def write_sample_images(folder: Path, *, per_label: int = 2, seed: int = 7) -> P
 def write_unsure_images(folder: Path, *, count: int = 16, seed: int = 11) -> Path:
     """Photos a model is unsure of, for the review queue (``--serve``): half-and-half blends of
     two products, and photos of no product at all (noise, a plain wall)."""
-    from PIL import Image
-
-    from sample_data.photos import LABELS, draw_sample_image
-
     rng = np.random.default_rng(seed)
     target = folder / "unsure"
     target.mkdir(parents=True, exist_ok=True)
@@ -368,9 +367,6 @@ def run_local_stack(
     """Upload ``images`` through a fresh local stack and drain it; returns the catalogue, the
     drain statistics, the number of uploads and the DLQ's depth. ``hold(endpoint, resources,
     items)``, when given, runs before the moto server stops (``--serve`` waits there)."""
-    from handler import app
-    from local_stack.resources import create_local_resources
-
     with moto_server() as endpoint:
         point_boto3_at(endpoint)
         local = clients(endpoint)
@@ -425,12 +421,20 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m local_stack", description="The local stack: the handler on moto."
     )
     parser.add_argument("--images", type=Path, help="folder of photos (default: generated samples)")
-    parser.add_argument("--model", help="publish destination, version folder, version or s3://")
-    parser.add_argument("--json", action="store_true", help="one JSON object per catalogue item")
+    parser.add_argument(
+        "--model",
+        help="publish destination, version folder, version or s3:// (default: ./artifacts)",
+    )
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="one JSON object per catalogue item instead of the table (default: off)",
+    )
     parser.add_argument(
         "--serve",
         action="store_true",
-        help="keep the stack up until Ctrl-C (for `python -m review`); see local_stack.state",
+        help="keep the stack up until Ctrl-C, for `python -m review`; see local_stack.state "
+        "(default: off)",
     )
     arguments = parser.parse_args(argv)
 
@@ -446,7 +450,6 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     os.environ.setdefault("LOG_LEVEL", "WARNING")
-    from handler import app
 
     app.logger.registered_handler.setStream(sys.stderr)  # type: ignore[attr-defined]
 
@@ -482,7 +485,6 @@ def _interrupt(signum: int, frame: Any) -> None:
 
 def _serve(model_uri: str, stream: Any) -> Callable[[str, Any, list[CatalogueItem]], None]:
     """``--serve``: print the catalogue, say where the stack is, wait for Ctrl-C."""
-    from local_stack.state import LocalStackState, remove_state, write_state
 
     def hold(endpoint: str, resources: Any, items: list[CatalogueItem]) -> None:
         statuses = Counter(item.status.value for item in items)

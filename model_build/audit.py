@@ -30,10 +30,25 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="where to write audit.json and the chart (default: audit/<DIR name>; never DIR)",
     )
-    parser.add_argument("--val-fraction", type=float, default=0.2)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--cache-dir", type=Path, default=None)
-    parser.add_argument("--workers", type=int, default=None)
+    parser.add_argument(
+        "--val-fraction",
+        type=float,
+        default=0.2,
+        help="share of each label split off as val when the folder has no val/ "
+        "(default: %(default)s)",
+    )
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seeds the val split (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--cache-dir",
+        type=Path,
+        default=None,
+        help="decoded-pixel cache folder (default: .cache/prepared)",
+    )
+    parser.add_argument(
+        "--workers", type=int, default=None, help="decode processes (default: one per CPU)"
+    )
     arguments = parser.parse_args(argv)
     try:
         dataset = discover(arguments.data, val_fraction=arguments.val_fraction, seed=arguments.seed)

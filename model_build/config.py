@@ -12,6 +12,8 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Final
 
+from model_build.training.backbones import backbone_spec, default_weights, describe_model
+
 DEFAULT_ARTIFACTS: Final[str] = "artifacts"
 EXIT_USER_ERROR: Final[int] = 2
 # Augmented views per training photo whose activations --fine-tune-from caches by default.
@@ -62,6 +64,8 @@ class TrainConfig:
     # with this confidence, certified on the calibration split.
     target_precision: float = 0.98
     threshold_confidence: float = 0.95
+    # Photos unlike every label (not baby products) for the unfamiliarity report; None = drawings.
+    unfamiliar: str | None = None
     workers: int | None = None  # decode processes; None = one per CPU
     cache_dir: str | None = None  # prepare and feature caches; None = .cache/prepared
     deterministic: bool = False  # op determinism also on GPU (always on for CPU-only runs)
@@ -69,8 +73,6 @@ class TrainConfig:
 
     def resolved(self) -> TrainConfig:
         """Fill the defaults that depend on other settings."""
-        from model_build.training.backbones import default_weights
-
         sample = self.data is None
         model = self.model or ("small" if sample else "mobilenet_v2")
         weights = self.weights or default_weights(model)
@@ -123,8 +125,6 @@ class Plan:
 
     @property
     def uses_backbone(self) -> bool:
-        from model_build.training.backbones import backbone_spec
-
         return backbone_spec(self.config.model) is not None
 
     @property
@@ -138,14 +138,11 @@ class Plan:
 
     @property
     def uses_feature_cache(self) -> bool:
-        from model_build.training.backbones import backbone_spec
-
         return self.config.feature_cache_views > 0 and backbone_spec(self.config.model) is not None
 
     def lines(self) -> list[str]:
         """The plan as the run prints it, first thing."""
         config = self.config
-        from model_build.training.backbones import describe_model
 
         counts = ", ".join(f"{split} {count}" for split, count in self.files.items())
         lines = [

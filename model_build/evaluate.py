@@ -11,6 +11,7 @@ from pathlib import Path
 
 from model_build.evaluation.calibration import DEFAULT_CONFIDENCE, DEFAULT_TARGET_PRECISION
 from model_build.evaluation.evaluate import evaluate_run
+from model_build.quiet import tensorflow_quietly
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -20,18 +21,21 @@ def main(argv: list[str] | None = None) -> int:
         "on the held-out split. Removes an earlier export (int8's calibration would be stale).",
     )
     parser.add_argument("run_dir", type=Path)
-    parser.add_argument("--data", type=Path, default=None, help="dataset folder (default: run's)")
+    parser.add_argument(
+        "--data", type=Path, default=None, help="dataset folder (default: the run's)"
+    )
     parser.add_argument(
         "--target-precision",
         type=float,
         default=DEFAULT_TARGET_PRECISION,
-        help="precision the auto-catalogued photos must reach (default 0.98)",
+        help="precision the auto-catalogued photos must reach (default: %(default)s)",
     )
     parser.add_argument(
         "--threshold-confidence",
         type=float,
         default=DEFAULT_CONFIDENCE,
-        help="confidence that the target precision holds (Clopper-Pearson bound; default 0.95)",
+        help="confidence that the target precision holds, Clopper-Pearson bound "
+        "(default: %(default)s)",
     )
     parser.add_argument(
         "--unfamiliar",
@@ -41,7 +45,6 @@ def main(argv: list[str] | None = None) -> int:
         "(default: generated drawings)",
     )
     args = parser.parse_args(argv)
-    from model_build.quiet import tensorflow_quietly
 
     tensorflow_quietly()
     try:

@@ -21,7 +21,9 @@ def main(argv: list[str] | None = None) -> int:
         description="Export RUN_DIR/model.keras to model.tflite and model_int8.tflite.",
     )
     parser.add_argument("run_dir", type=Path)
-    parser.add_argument("--data", type=Path, default=None, help="dataset folder (default: run's)")
+    parser.add_argument(
+        "--data", type=Path, default=None, help="dataset folder (default: the run's)"
+    )
     args = parser.parse_args(argv)
     try:
         export_run(args.run_dir, data_dir=args.data)

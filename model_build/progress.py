@@ -13,6 +13,8 @@ import sys
 import time
 from typing import Any, Final
 
+from tqdm import tqdm
+
 FIRST_REPORT_S: Final[float] = 5.0
 REPORT_EVERY_S: Final[float] = 30.0
 
@@ -33,8 +35,6 @@ class Progress:
         self._reported = False
         self._bar: Any = None
         if interactive():
-            from tqdm import tqdm
-
             self._bar = tqdm(
                 total=total, initial=initial, desc=label, unit=unit, file=sys.stderr, leave=False
             )

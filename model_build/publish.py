@@ -24,12 +24,17 @@ def main(argv: list[str] | None = None) -> int:
         description="Publish a training run as a versioned model artifact.",
     )
     parser.add_argument("run_dir", type=Path, help="the training run folder")
-    parser.add_argument("--to", dest="dest", required=True, help="folder or s3://bucket/prefix")
-    parser.add_argument("--version", default=None, help="explicit version (default: time-hash)")
+    parser.add_argument(
+        "--to", dest="dest", required=True, help="folder or s3://bucket/prefix (required)"
+    )
+    parser.add_argument(
+        "--version", default=None, help="explicit version name (default: UTC time + content hash)"
+    )
     parser.add_argument(
         "--force",
         action="store_true",
-        help="publish even if the quality gate refuses (near chance, or worse than latest)",
+        help="publish even if the quality gate refuses: near chance, or worse than latest "
+        "(default: off)",
     )
     args = parser.parse_args(argv)
     try:

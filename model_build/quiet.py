@@ -53,7 +53,7 @@ def tensorflow_quietly() -> Any:
     """``import tensorflow`` and list its devices without the start-up lines; returns the module."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     with stderr_captured():
-        import tensorflow as tf
+        import tensorflow as tf  # noqa: PLC0415 — loaded here, inside the capture, to hide its start-up noise
 
         tf.config.list_physical_devices()
         tf.constant(0)  # the first op initialises the platforms (cuInit on a GPU-less machine)

@@ -28,7 +28,7 @@ import json
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
@@ -151,8 +151,6 @@ class RunFolder:
     # --- settings, labels, data --------------------------------------------------------------
 
     def write_config(self, config: TrainConfig) -> None:
-        from dataclasses import asdict
-
         _write_json(self.config_file, asdict(config))
 
     def read_config(self) -> TrainConfig:

@@ -42,7 +42,12 @@ import time
 from pathlib import Path
 from typing import Final
 
+import numpy as np
+
 from model_build.config import Plan, TrainConfig, UserError
+from model_build.data.audit import audit_dataset, print_report
+from model_build.data.dataset import DatasetError, add_training_data, discover
+from model_build.data.prepare import DEFAULT_CACHE_DIR, prepare_split
 from model_build.data.splits import (
     CALIBRATION,
     HELD_OUT,
@@ -53,8 +58,15 @@ from model_build.data.splits import (
     dataset_contents,
     reported_split,
 )
+from model_build.evaluation.evaluate import evaluate
+from model_build.evaluation.review_agreement import agreement, entries_from_manifests
+from model_build.progress import interactive
+from model_build.quiet import tensorflow_quietly
+from model_build.release.export import export_model
+from model_build.release.publish import PublishError, publish_run
 from model_build.run_folder import RunFolder, resolve_run_dir
 from model_build.training.backbones import BACKBONES, fine_tune_block_problem
+from sample_data.photos import generate_dataset
 
 DEFAULT_SAMPLE_DIR: Final[Path] = Path("data/sample")
 SAMPLE_TRAIN_PER_LABEL: Final[int] = 60
@@ -80,47 +92,136 @@ def parse_arguments(argv: list[str] | None = None) -> TrainConfig:
         "--data",
         action="append",
         help="dataset folder: train/ val/ [test/] of label folders, or label folders; given again "
-        "(e.g. a reviewed-photos export), each further folder is added to train only",
+        "(e.g. a reviewed-photos export), each further folder is added to train only "
+        "(default: generated sample data and the small stand-in model)",
     )
-    add("--val-fraction", type=float, default=defaults.val_fraction)
+    add(
+        "--val-fraction",
+        type=float,
+        default=defaults.val_fraction,
+        help="share of each label split off as val by content hash when the dataset has no val/ "
+        "(default: %(default)s)",
+    )
     add(
         "--selection-fraction",
         type=float,
         default=defaults.selection_fraction,
         help="share of each label's train/ photos that chooses the checkpoint, learning-rate "
-        "drops and stopping (never the calibration or held-out photos)",
+        "drops and stopping (never the calibration or held-out photos) (default: %(default)s)",
     )
     add(
         "--holdout-fraction",
         type=float,
         default=defaults.holdout_fraction,
-        help="share of val held out for evaluation when there is no test/ (0 = none)",
+        help="share of val held out for evaluation when there is no test/ (0 = none) "
+        "(default: %(default)s)",
     )
-    add("--out", help="run folder (default runs/<UTC timestamp>; rerun with it to resume)")
-    add("--model", choices=(*BACKBONES, "small"))
+    add("--out", help="run folder; rerun with it to resume (default: runs/<UTC timestamp>)")
+    add(
+        "--model",
+        choices=(*BACKBONES, "small"),
+        help="the reference backbone or the small stand-in CNN "
+        "(default: mobilenet_v2 with --data, small without)",
+    )
     add(
         "--head",
         choices=("reference", "gap"),
         default=defaults.head,
-        help="backbone models' head: the reference head, or global average pooling + dense",
+        help="backbone models' head: the reference head, or global average pooling + dense "
+        "(default: %(default)s)",
     )
-    add("--weights", help="imagenet | PATH to the backbone's no-top weights | none")
-    add("--epochs", type=int)
-    add("--batch-size", type=int, default=defaults.batch_size, help="per device")
-    add("--seed", type=int, default=defaults.seed)
-    add("--learning-rate", type=float, default=defaults.learning_rate, help="for one device")
-    add("--stop-train-accuracy", type=float, default=defaults.stop_train_accuracy)
-    add("--stop-val-accuracy", type=float, default=defaults.stop_val_accuracy)
-    add("--reduce-lr-patience", type=int, default=defaults.reduce_lr_patience)
-    add("--early-stopping-patience", type=int, default=defaults.early_stopping_patience)
-    add("--fine-tune-layers", type=int, default=defaults.fine_tune_layers)
-    add("--fine-tune-learning-rate", type=float, default=defaults.fine_tune_learning_rate)
-    add("--fine-tune-epochs", type=int, default=defaults.fine_tune_epochs)
+    add(
+        "--weights",
+        help="imagenet | PATH to the backbone's no-top weights | none "
+        "(default: imagenet for mobilenet_v2)",
+    )
+    add(
+        "--epochs",
+        type=int,
+        help="most epochs; the accuracy thresholds usually stop training earlier "
+        "(default: 50 with --data, 25 on the sample data)",
+    )
+    add(
+        "--batch-size",
+        type=int,
+        default=defaults.batch_size,
+        help="per device (default: %(default)s)",
+    )
+    add(
+        "--seed",
+        type=int,
+        default=defaults.seed,
+        help="seeds the splits, shuffling, augmentation and dropout (default: %(default)s)",
+    )
+    add(
+        "--learning-rate",
+        type=float,
+        default=defaults.learning_rate,
+        help="Adam's rate for one device, scaled with the devices (default: %(default)s)",
+    )
+    add(
+        "--stop-train-accuracy",
+        type=float,
+        default=defaults.stop_train_accuracy,
+        help="stop once train accuracy exceeds this and val accuracy --stop-val-accuracy "
+        "(default: %(default)s)",
+    )
+    add(
+        "--stop-val-accuracy",
+        type=float,
+        default=defaults.stop_val_accuracy,
+        help="see --stop-train-accuracy (default: %(default)s)",
+    )
+    add(
+        "--reduce-lr-patience",
+        type=int,
+        default=defaults.reduce_lr_patience,
+        help="epochs without a better val loss before the learning rate is halved "
+        "(default: %(default)s)",
+    )
+    add(
+        "--early-stopping-patience",
+        type=int,
+        default=defaults.early_stopping_patience,
+        help="epochs without a better val loss before training stops (default: %(default)s)",
+    )
+    add(
+        "--fine-tune-layers",
+        type=int,
+        default=defaults.fine_tune_layers,
+        help="second phase: unfreeze the backbone's top N layers, BatchNorm stays frozen "
+        "(default: %(default)s, no second phase)",
+    )
+    add(
+        "--fine-tune-learning-rate",
+        type=float,
+        default=defaults.fine_tune_learning_rate,
+        help="the second phase's learning rate (default: %(default)s)",
+    )
+    add(
+        "--fine-tune-epochs",
+        type=int,
+        default=defaults.fine_tune_epochs,
+        help="the second phase's epochs (default: %(default)s)",
+    )
+    add(
+        "--feature-cache-views",
+        type=int,
+        default=defaults.feature_cache_views,
+        help="K > 0: compute the frozen backbone's features of K augmented views once and train "
+        "the head on them; far faster on CPU, 5 is a good choice; with --fine-tune-from the "
+        "activations at the block of K views (default: %(default)s, off; 2 with --fine-tune-from)",
+    )
+    add(
+        "--publish",
+        help="publish destination (folder or s3://bucket/prefix), or none "
+        "(default: ./artifacts on the sample data, none with --data)",
+    )
     add(
         "--fine-tune-from",
         metavar="BLOCK",
         help="fine-tune the backbone from this block up (block_1_expand … block_16_expand, e.g. "
-        "block_14_expand) on activations cached below it, after the head trained on the frozen "
+        "block_13_expand) on activations cached below it, after the head trained on the frozen "
         "features",
     )
     add(
@@ -128,32 +229,39 @@ def parse_arguments(argv: list[str] | None = None) -> TrainConfig:
         type=float,
         default=defaults.fine_tune_head_learning_rate,
         help="the head's rate while --fine-tune-from trains the top (the backbone's is "
-        "--fine-tune-learning-rate)",
+        "--fine-tune-learning-rate; default: %(default)s)",
     )
-    add(
-        "--feature-cache-views",
-        type=int,
-        default=defaults.feature_cache_views,
-        help="K augmented views per image cached: backbone features for the head, or with "
-        "--fine-tune-from the activations at the block (default there: 2)",
-    )
-    add("--publish", help="publish destination (folder or s3://bucket/prefix), or none")
     add(
         "--target-precision",
         type=float,
         default=defaults.target_precision,
-        help="precision the auto-catalogued photos must reach (the review threshold's target)",
+        help="precision the auto-catalogued photos must reach, the review threshold's target "
+        "(default: %(default)s)",
     )
     add(
         "--threshold-confidence",
         type=float,
         default=defaults.threshold_confidence,
-        help="confidence that the target holds (Clopper-Pearson, fixed-sequence)",
+        help="confidence that the target holds, Clopper-Pearson, fixed-sequence "
+        "(default: %(default)s)",
     )
-    add("--workers", type=int)
-    add("--cache-dir", help="prepare and feature cache folder (default .cache/prepared)")
-    add("--deterministic", action="store_true", help="op determinism on GPU too (slower)")
-    add("--fresh", action="store_true", help="start a new run even if an unfinished one matches")
+    add(
+        "--unfamiliar",
+        help="folder of your own photos unlike every label (not baby products), for the "
+        "unfamiliarity report (default: generated drawings)",
+    )
+    add("--workers", type=int, help="decode processes (default: one per CPU)")
+    add("--cache-dir", help="prepare and feature cache folder (default: .cache/prepared)")
+    add(
+        "--deterministic",
+        action="store_true",
+        help="op determinism on GPU too, slower (default: off; always on for CPU)",
+    )
+    add(
+        "--fresh",
+        action="store_true",
+        help="start a new run even if an unfinished one matches (default: off, resume it)",
+    )
     values = vars(parser.parse_args(argv))
     folders = values.pop("data") or []
     return TrainConfig(**values, data=folders[0] if folders else None, extra_data=folders[1:])
@@ -193,8 +301,6 @@ def run(config: TrainConfig) -> int:
     check_weights(config)
 
     # 4. Audit = decode once (into the prepare cache), then the splits as row files.
-    from model_build.data.audit import audit_dataset, print_report
-    from model_build.data.prepare import prepare_split
 
     audit = audit_dataset(
         dataset, run_folder.path, cache_dir=plan.cache_dir, workers=config.workers
@@ -219,9 +325,9 @@ def run(config: TrainConfig) -> int:
     run_folder.write_state(config, "running")
 
     # 5. Model and training (optionally fine-tuning); the model comes back with its best weights.
-    from model_build.data.augment import save_preview
-    from model_build.training.fit import train as train_model
-    from model_build.training.model import build_model
+    from model_build.data.augment import save_preview  # noqa: PLC0415 — model_build.data.augment loads TensorFlow; this module stays light without it
+    from model_build.training.fit import train as train_model  # noqa: PLC0415 — model_build.training.fit loads TensorFlow; this module stays light without it
+    from model_build.training.model import build_model  # noqa: PLC0415 — model_build.training.model loads TensorFlow; this module stays light without it
 
     save_preview(_first_of_each_label(train), run_folder.preview_figure, seed=config.seed)
     with strategy.scope():
@@ -234,8 +340,6 @@ def run(config: TrainConfig) -> int:
     run_folder.remove_backups()
 
     # 6. Evaluate → export → publish, each with what the step before holds in memory.
-    from model_build.evaluation.evaluate import evaluate
-    from model_build.release.export import export_model
 
     held_out = splits[HELD_OUT] if plan.evaluation_split == HELD_OUT else None
     val = calibration_split
@@ -254,6 +358,7 @@ def run(config: TrainConfig) -> int:
         },
         target_precision=config.target_precision,
         threshold_confidence=config.threshold_confidence,
+        unfamiliar_dir=Path(config.unfamiliar) if config.unfamiliar else None,
         batch_size=plan.global_batch_size,
         verbose=1 if plan.verbose == 1 else 0,
     )
@@ -267,8 +372,6 @@ def run(config: TrainConfig) -> int:
     )
     version = None
     if config.publishes:
-        from model_build.release.publish import PublishError, publish_run
-
         try:
             version = publish_run(run_folder.path, config.publish)
         except PublishError as error:  # the quality gate (near chance, worse than latest)
@@ -331,6 +434,8 @@ def check_choices(config: TrainConfig) -> None:
     for name in ("feature_cache_views", "fine_tune_layers", "fine_tune_epochs"):
         if getattr(config, name) < 0:
             problems.append(f"--{name.replace('_', '-')} must not be negative")
+    if config.unfamiliar is not None and not Path(config.unfamiliar).is_dir():
+        problems.append(f"--unfamiliar {config.unfamiliar} does not exist or is not a folder")
     if config.data is not None and not Path(config.data).is_dir():
         problems.append(f"data folder {config.data} does not exist or is not a folder")
     if problems:
@@ -344,13 +449,9 @@ def _check_publish_destination(config: TrainConfig) -> None:
 
 
 def discover_data(config: TrainConfig):
-    from model_build.data.dataset import DatasetError, add_training_data, discover
-
     if config.data is None and config.extra_data:
         raise UserError("more --data folders need a first one (the dataset to evaluate on)")
     if config.data is None:
-        from sample_data.photos import generate_dataset
-
         print(f"no --data: generating the sample dataset in {DEFAULT_SAMPLE_DIR} (cached)")
         data_dir = generate_dataset(
             DEFAULT_SAMPLE_DIR,
@@ -377,8 +478,6 @@ def discover_data(config: TrainConfig):
 def _review_agreement(dataset) -> dict:
     """Model vs reviewer per category, from the manifests of the reviewed exports trained on
     (the production model's first choices against people's decisions; a report section)."""
-    from model_build.evaluation.review_agreement import agreement, entries_from_manifests
-
     reviewed = [extra.root for extra in dataset.extra if extra.reviewed]
     entries = entries_from_manifests(reviewed)
     if not entries:
@@ -392,10 +491,8 @@ def distribution(config: TrainConfig):
 
     Several GPUs: ``MirroredStrategy`` (one replica per GPU). Otherwise the default strategy.
     """
-    from model_build.quiet import tensorflow_quietly
-
     tf = tensorflow_quietly()
-    import keras
+    import keras  # noqa: PLC0415 — after tensorflow_quietly, so TensorFlow starts without its noise
 
     keras.utils.set_random_seed(config.seed)
     gpus = tf.config.list_physical_devices("GPU")
@@ -413,9 +510,6 @@ def make_plan(config: TrainConfig, run: RunFolder, resuming: bool, dataset, repl
     With ``replicas`` devices the global batch is ``batch_size × replicas`` (each replica gets
     ``batch_size``) and the learning rates are scaled by ``replicas`` (the linear scaling rule).
     """
-    from model_build.data.prepare import DEFAULT_CACHE_DIR
-    from model_build.progress import interactive
-
     return Plan(
         config=config,
         run_dir=run.path,
@@ -438,7 +532,7 @@ def make_plan(config: TrainConfig, run: RunFolder, resuming: bool, dataset, repl
 
 
 def check_weights(config: TrainConfig) -> None:
-    from model_build.training.model import WeightsUnavailable, ensure_weights
+    from model_build.training.model import WeightsUnavailable, ensure_weights  # noqa: PLC0415 — model_build.training.model loads TensorFlow; this module stays light without it
 
     try:
         ensure_weights(config.model, config.weights)
@@ -455,8 +549,6 @@ def check_weights(config: TrainConfig) -> None:
 
 def _first_of_each_label(split):
     """One training image of each of the first six labels (for the augmentation preview)."""
-    import numpy as np
-
     _, first = np.unique(split.label_indices, return_index=True)
     return np.asarray(split.pixels[np.sort(first)[:6]])
 

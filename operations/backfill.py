@@ -172,13 +172,29 @@ def backfill(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m operations.backfill", description=__doc__)
-    parser.add_argument("--stack-name", help="read bucket, backfill queue and table from it")
-    parser.add_argument("--bucket")
-    parser.add_argument("--prefix", default="uploads/")
-    parser.add_argument("--queue-url", help="the stack's BackfillQueueUrl")
-    parser.add_argument("--stale-only", action="store_true")
-    parser.add_argument("--table", help="catalogue table (needed by --stale-only)")
-    parser.add_argument("--model-version", help="the version being rolled out (--stale-only)")
+    parser.add_argument(
+        "--stack-name",
+        help="read the bucket, backfill queue and table from its outputs (default: none)",
+    )
+    parser.add_argument("--bucket", help="uploads bucket (default: the stack's)")
+    parser.add_argument(
+        "--prefix", default="uploads/", help="only keys under this prefix (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--queue-url", help="the backfill queue (default: the stack's BackfillQueueUrl)"
+    )
+    parser.add_argument(
+        "--stale-only",
+        action="store_true",
+        help="only objects with no item or an item of another model version (default: off)",
+    )
+    parser.add_argument(
+        "--table", help="catalogue table, needed by --stale-only (default: the stack's)"
+    )
+    parser.add_argument(
+        "--model-version",
+        help="the version being rolled out, needed by --stale-only (default: none)",
+    )
     arguments = parser.parse_args(argv)
     if arguments.stack_name:
         resolved = stack_outputs(boto3.client("cloudformation"), arguments.stack_name)

@@ -23,10 +23,12 @@ import webbrowser
 import boto3
 from botocore.config import Config
 
+from local_stack.stack import point_boto3_at
 from local_stack.state import read_state, state_path
 from review.console import Console
 from review.model_labels import model_labels
 from review.server import DEFAULT_PORT, LOOPBACK, ReviewServer
+from review.stack_outputs import stack_names
 
 NO_STACK_HINT = (
     "No --table/--bucket and no local stack running. Start one in another terminal with "
@@ -42,27 +44,44 @@ def caller_arn(session: boto3.session.Session) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m review", description=__doc__.split("\n")[0])
     parser.add_argument(
-        "--stack", help="deployed stack: read --table and --bucket from its outputs"
+        "--stack",
+        help="deployed stack: read --table and --bucket from its outputs (default: none)",
     )
-    parser.add_argument("--table", help="catalogue table (stack output CatalogueTableName)")
-    parser.add_argument("--bucket", help="uploads bucket (stack output UploadsBucketName)")
+    parser.add_argument(
+        "--table",
+        help="catalogue table, stack output CatalogueTableName (default: the running local "
+        "stack's)",
+    )
+    parser.add_argument(
+        "--bucket",
+        help="uploads bucket, stack output UploadsBucketName (default: the running local stack's)",
+    )
     parser.add_argument("--region", help="AWS region (default: your AWS configuration's)")
-    parser.add_argument("--reviewer", help="who decides, on the local stack only")
     parser.add_argument(
-        "--model", help="published model whose labels to offer (default ./artifacts)"
+        "--reviewer", help="who decides, on the local stack only (default: your AWS identity's ARN)"
     )
     parser.add_argument(
-        "--host", default=LOOPBACK, help="loopback address to bind (default 127.0.0.1)"
+        "--model", help="published model whose labels to offer (default: ./artifacts)"
+    )
+    parser.add_argument(
+        "--host", default=LOOPBACK, help="loopback address to bind (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--port",
+        type=int,
+        default=DEFAULT_PORT,
+        help="port, 0 for any free one (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--open", action="store_true", help="open the page in a browser (default: off)"
     )
     parser.add_argument(
         "--second-opinion",
         type=float,
         default=0.0,
         metavar="RATE",
-        help="share of photos decided by two reviewers (0..1; default 0)",
+        help="share of photos decided by two reviewers, 0..1 (default: %(default)s)",
     )
-    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="port (0: any free one)")
-    parser.add_argument("--open", action="store_true", help="open the page in a browser")
     arguments = parser.parse_args(argv)
 
     model_uri = arguments.model
@@ -70,8 +89,6 @@ def main(argv: list[str] | None = None) -> int:
     if arguments.reviewer and not local:
         parser.error("--reviewer is for the local stack; against AWS your identity decides")
     if arguments.stack:
-        from review.stack_outputs import stack_names
-
         session = boto3.session.Session(region_name=arguments.region)
         arguments.table, arguments.bucket = stack_names(
             session.client("cloudformation"), arguments.stack
@@ -85,7 +102,6 @@ def main(argv: list[str] | None = None) -> int:
         if state is None:
             print(NO_STACK_HINT.format(path=state_path()), file=sys.stderr)
             return 2
-        from local_stack.stack import point_boto3_at
 
         point_boto3_at(state.endpoint_url)  # fake credentials: never real AWS
         session = boto3.session.Session(region_name=state.region)

@@ -33,11 +33,22 @@ def main(argv: list[str] | None = None) -> int:
         description="Model vs reviewer agreement per category, from the catalogue.",
     )
     source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--table", help="catalogue table (CatalogueTableName)")
-    source.add_argument("--manifest", type=Path, action="append", help="reviewed export(s)")
-    parser.add_argument("--bucket", help="only this uploads bucket")
+    source.add_argument(
+        "--table", help="catalogue table, CatalogueTableName (this or --manifest is required)"
+    )
+    source.add_argument(
+        "--manifest",
+        type=Path,
+        action="append",
+        help="a reviewed export's manifest.json, may be given again (this or --table is required)",
+    )
+    parser.add_argument("--bucket", help="only this uploads bucket (default: every bucket)")
     parser.add_argument("--region", help="AWS region (default: your AWS configuration's)")
-    parser.add_argument("--json", type=Path, help=f"also write the table here ({AGREEMENT_JSON})")
+    parser.add_argument(
+        "--json",
+        type=Path,
+        help=f"also write the table here, e.g. {AGREEMENT_JSON} (default: none)",
+    )
     arguments = parser.parse_args(argv)
     if arguments.table:
         client = boto3.session.Session(region_name=arguments.region).client("dynamodb")

@@ -198,21 +198,24 @@ def undo(
     return before if _write(dynamodb, table, before, condition, names, values) else None
 
 
+def _queue_query(table: str) -> dict[str, Any]:
+    """The query of the sparse ``review_queue`` index that both readers of the queue start from."""
+    return {
+        "TableName": table,
+        "IndexName": REVIEW_QUEUE_INDEX,
+        "KeyConditionExpression": "#queue = :queue",
+        "ExpressionAttributeNames": {"#queue": REVIEW_QUEUE},
+        "ExpressionAttributeValues": {":queue": {"S": REVIEW_QUEUE_VALUE}},
+    }
+
+
 def review_queue(
     dynamodb: Any, table: str, *, limit: int = 20, after: dict[str, Any] | None = None
 ) -> tuple[list[CatalogueItem], dict[str, Any] | None]:
     """Up to ``limit`` items of the review queue, oldest upload first, and the key to continue
     from (``None`` at the end). Reads the sparse ``review_queue`` index (eventually consistent:
     a just-decided item can still show up once; its decision's condition then refuses it)."""
-    request: dict[str, Any] = {
-        "TableName": table,
-        "IndexName": REVIEW_QUEUE_INDEX,
-        "KeyConditionExpression": "#queue = :queue",
-        "ExpressionAttributeNames": {"#queue": REVIEW_QUEUE},
-        "ExpressionAttributeValues": {":queue": {"S": REVIEW_QUEUE_VALUE}},
-        "ScanIndexForward": True,
-        "Limit": limit,
-    }
+    request = {**_queue_query(table), "ScanIndexForward": True, "Limit": limit}
     if after:
         request["ExclusiveStartKey"] = after
     response = dynamodb.query(**request)
@@ -224,14 +227,7 @@ def queue_length(dynamodb: Any, table: str, *, cap: int | None = None) -> int:
     """How many photos wait for a person (a COUNT query over the sparse index); with ``cap``, it
     stops after reading ``cap`` index entries (the cost stays bounded however long the queue
     grows; an answer of ``cap`` means "at least")."""
-    request: dict[str, Any] = {
-        "TableName": table,
-        "IndexName": REVIEW_QUEUE_INDEX,
-        "KeyConditionExpression": "#queue = :queue",
-        "ExpressionAttributeNames": {"#queue": REVIEW_QUEUE},
-        "ExpressionAttributeValues": {":queue": {"S": REVIEW_QUEUE_VALUE}},
-        "Select": "COUNT",
-    }
+    request = {**_queue_query(table), "Select": "COUNT"}
     total = 0
     while True:
         if cap is not None:

@@ -48,7 +48,9 @@ from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import Any, Final
 
+import boto3
 from botocore.exceptions import ClientError
+from PIL import Image
 
 from contracts.catalogue import (
     OBJECT_ID,
@@ -59,17 +61,17 @@ from contracts.catalogue import (
     is_catalogue_item,
 )
 from contracts.catalogue_table import deserialize, read_item
+from contracts.image import SUPPORTED_FORMATS
+from local_stack.stack import point_boto3_at
+from local_stack.state import read_state
 from review.audit import AUDIT_PREFIX
 from review.model_labels import is_safe_label, model_labels
+from review.stack_outputs import stack_names
 
 MANIFEST_NAME: Final[str] = "manifest.json"
 LABELLED_DIR: Final[str] = "labelled"
 OUT_OF_DISTRIBUTION_DIR: Final[str] = ReviewOutcome.NOT_A_PRODUCT.value
 FORMAT_VERSION: Final[int] = 1
-# Extensions kept on exported files (lower-cased); anything else is written as ".img".
-_EXTENSIONS: Final[frozenset[str]] = frozenset(
-    {".jpg", ".jpeg", ".png", ".webp", ".gif", ".heic", ".heif", ".bmp", ".tif", ".tiff"}
-)
 _CHUNK: Final[int] = 1024 * 1024
 _INCOMING: Final[str] = ".incoming"
 _GONE: Final[frozenset[str]] = frozenset({"404", "NoSuchKey", "NotFound"})
@@ -314,8 +316,10 @@ def _fetch(s3: Any, item: CatalogueItem, path: Path) -> tuple[str, int]:
 
 
 def _extension(key: str) -> str:
+    """The key's extension (lower-cased) when Pillow names a format the image contract accepts
+    by it, so the exported file opens as what it is; anything else is written as ``.img``."""
     suffix = PurePosixPath(key).suffix.lower()
-    return suffix if suffix in _EXTENSIONS else ".img"
+    return suffix if Image.registered_extensions().get(suffix) in SUPPORTED_FORMATS else ".img"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -323,30 +327,25 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m review.reviewed_dataset",
         description="Export every photo a person decided as a training dataset folder.",
     )
-    parser.add_argument("--stack", help="deployed stack: --table and --bucket from its outputs")
+    parser.add_argument(
+        "--stack", help="deployed stack: --table and --bucket from its outputs (default: none)"
+    )
     parser.add_argument("--table", help="catalogue table (default: the running local stack's)")
     parser.add_argument("--bucket", help="uploads bucket (default: the running local stack's)")
-    parser.add_argument("--out", required=True, type=Path, help="new folder to write")
+    parser.add_argument("--out", required=True, type=Path, help="new folder to write (required)")
     parser.add_argument(
-        "--model", help="published model whose labels may be exported (default ./artifacts)"
+        "--model", help="published model whose labels may be exported (default: ./artifacts)"
     )
     parser.add_argument("--region", help="AWS region (default: your AWS configuration's)")
     arguments = parser.parse_args(argv)
 
-    import boto3
-
     model_uri = arguments.model
     if arguments.stack:
-        from review.stack_outputs import stack_names
-
         arguments.table, arguments.bucket = stack_names(
             boto3.session.Session(region_name=arguments.region).client("cloudformation"),
             arguments.stack,
         )
     elif not (arguments.table and arguments.bucket):
-        from local_stack.stack import point_boto3_at
-        from local_stack.state import read_state
-
         state = read_state()
         if arguments.table or arguments.bucket or state is None:
             parser.error("--table and --bucket (or a local stack from `local_stack --serve`)")

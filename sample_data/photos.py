@@ -18,6 +18,7 @@ always writes byte-identical files.
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import os
@@ -340,7 +341,6 @@ def _shape_mask(rng: np.random.Generator, size: int, shape: str) -> Image.Image:
 
 
 def main() -> None:  # pragma: no cover - a convenience for looking at the pictures
-    import argparse
 
     parser = argparse.ArgumentParser(description="Write the generated sample dataset.")
     parser.add_argument("out", type=Path)

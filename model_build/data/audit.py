@@ -217,10 +217,10 @@ def _pair(first: str, first_path: Path, second: str, second_path: Path) -> dict:
 
 def plot_counts(counts: dict[str, dict[str, int]], path: Path) -> None:
     """A grouped bar chart of images per label and split (the reference's figures 1–2)."""
-    import matplotlib
+    import matplotlib  # noqa: PLC0415 — matplotlib loads only when a figure is drawn
 
     matplotlib.use("Agg")
-    from matplotlib import pyplot
+    from matplotlib import pyplot  # noqa: PLC0415 — matplotlib loads only when a figure is drawn
 
     labels = sorted({label for per_label in counts.values() for label in per_label})
     splits = list(counts)

@@ -48,6 +48,7 @@ from typing import Final
 
 import keras
 import numpy as np
+import tensorflow as tf
 from keras import layers, ops
 
 ROTATION_FACTOR: Final[float] = 20.0 / 360.0
@@ -75,8 +76,6 @@ class ReferenceAugmentation(layers.Layer):
         self.generator = keras.random.SeedGenerator(seed)
 
     def call(self, images, seed=None, training: bool = True):
-        import tensorflow as tf
-
         if not training:
             return images
         if seed is None:
@@ -126,25 +125,21 @@ def build_augmenter(seed: int | None = None) -> ReferenceAugmentation:
 
 def batch_seed(seed, epoch, batch):
     """The ``[2]`` int64 seed of batch ``batch`` of ``epoch``: a function of the three alone."""
-    import tensorflow as tf
-
     key = tf.stack([tf.constant(seed, tf.int64), tf.cast(epoch, tf.int64)])
     return tf.random.experimental.stateless_fold_in(key, tf.cast(batch, tf.int64))
 
 
 def augment_batch(augmenter: ReferenceAugmentation, images, seed=None) -> object:
     """Augmented float32 pixels 0..255 for a uint8/float batch ``[N, H, W, 3]``."""
-    import tensorflow as tf
-
     return augmenter(tf.cast(images, tf.float32), seed=seed, training=True)
 
 
 def save_preview(pixels: np.ndarray, path: Path, *, views: int = 5, seed: int = 0) -> None:
     """A grid PNG: each row one training image, first column original, then augmented views."""
-    import matplotlib
+    import matplotlib  # noqa: PLC0415 — matplotlib loads only when a figure is drawn
 
     matplotlib.use("Agg")
-    from matplotlib import pyplot
+    from matplotlib import pyplot  # noqa: PLC0415 — matplotlib loads only when a figure is drawn
 
     rows = min(len(pixels), 6)
     if rows == 0:

@@ -26,7 +26,9 @@ not images; hidden files and folders (``.DS_Store``, ``.ipynb_checkpoints``) are
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import json
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -34,6 +36,7 @@ from pathlib import Path
 from typing import Literal
 
 from contracts.artifact import sha256_file
+from model_build.progress import Progress
 
 
 class DatasetError(ValueError):
@@ -93,16 +96,7 @@ class Dataset:
             split: tuple(s for s in samples if s.path not in paths)
             for split, samples in self.splits.items()
         }
-        return Dataset(
-            root=self.root,
-            layout=self.layout,
-            labels=self.labels,
-            splits=splits,
-            val_fraction=self.val_fraction,
-            seed=self.seed,
-            notes=self.notes,
-            extra=self.extra,
-        )
+        return dataclasses.replace(self, splits=splits)
 
     def summary(self) -> dict:
         """A JSON-ready description (for config.json and the artifact manifest)."""
@@ -219,13 +213,10 @@ def add_training_data(dataset: Dataset, folders: list[Path] | tuple[Path, ...]) 
         + (f", {extra.dropped} dropped (same bytes as an evaluation file)" if extra.dropped else "")
         for extra in extras
     )
-    return Dataset(
-        root=dataset.root,
-        layout=dataset.layout,
+    return dataclasses.replace(
+        dataset,
         labels=labels,
         splits=splits,
-        val_fraction=dataset.val_fraction,
-        seed=dataset.seed,
         notes=(*dataset.notes, *notes),
         extra=(*dataset.extra, *extras),
     )
@@ -233,8 +224,6 @@ def add_training_data(dataset: Dataset, folders: list[Path] | tuple[Path, ...]) 
 
 def _is_reviewed_export(root: Path) -> bool:
     """Whether ``root`` is (the labelled folder of) a ``review.reviewed_dataset`` export."""
-    import json
-
     for candidate in (root / "manifest.json", root.parent / "manifest.json"):
         try:
             if json.loads(candidate.read_text()).get("kind") == "reviewed_dataset":
@@ -352,8 +341,6 @@ def _label_files(split_dir: Path) -> dict[str, list[Path]]:
 
 
 def _samples(files: dict[str, list[Path]], labels: tuple[str, ...]) -> tuple[Sample, ...]:
-    from model_build.progress import Progress
-
     pairs = [(label, path) for label in sorted(files) for path in files[label]]
     digests = []
     with (

@@ -29,6 +29,7 @@ import numpy as np
 import tensorflow as tf
 
 from model_build.data.augment import batch_seed, build_augmenter
+from model_build.progress import Progress
 
 
 def seed_generators(*layers: keras.Layer) -> list:
@@ -280,8 +281,6 @@ def _predict(model, pixels: np.ndarray, *, batch_size: int, verbose: int, label:
 
 class _PredictProgress(keras.callbacks.Callback):
     def __init__(self, label: str, total: int, batch_size: int) -> None:
-        from model_build.progress import Progress
-
         super().__init__()
         self.progress = Progress(label, total=total)
         self.total, self.batch_size, self.done = total, batch_size, 0

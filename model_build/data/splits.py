@@ -33,6 +33,7 @@ call it, and it names the offending splits.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from collections.abc import Iterable, Mapping
 from typing import Final
@@ -106,16 +107,7 @@ def assign_roles(
         f"roles by {unit}: selection = {len(splits[SELECTION])} photos of train/, "
         f"calibration = {len(splits[CALIBRATION])}, {held_note}",
     )
-    return Dataset(
-        root=dataset.root,
-        layout=dataset.layout,
-        labels=dataset.labels,
-        splits=splits,
-        val_fraction=dataset.val_fraction,
-        seed=dataset.seed,
-        notes=notes,
-        extra=dataset.extra,
-    )
+    return dataclasses.replace(dataset, splits=splits, notes=notes)
 
 
 def reported_split(splits: Mapping[str, object]) -> str:

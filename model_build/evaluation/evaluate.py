@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from contracts.artifact import Calibration
+from model_build.data.prepare import run_split
 from model_build.data.splits import CALIBRATION, check_roles, recorded_name, reported_split
 from model_build.evaluation.calibration import (
     DEFAULT_CONFIDENCE,
@@ -46,6 +47,7 @@ from model_build.evaluation.metrics import (
     top_k_accuracy,
 )
 from model_build.evaluation.report import REPORT_TEXT_FILE, draw_figures, write_html_report
+from model_build.evaluation.unfamiliarity import evaluate_unfamiliarity
 from model_build.run_folder import RunFolder
 
 
@@ -185,9 +187,8 @@ def evaluate(
     ``train`` (up to 2,000 of its images) fits the unfamiliarity score
     (:mod:`model_build.evaluation.unfamiliarity`; ``None``: rebuilt from the run folder).
     """
-    from model_build.data.pipeline import predict_outputs
-    from model_build.evaluation.unfamiliarity import evaluate_unfamiliarity
-    from model_build.training.model import FEATURES, PROBABILITIES, parts_of
+    from model_build.data.pipeline import predict_outputs  # noqa: PLC0415 — model_build.data.pipeline loads TensorFlow; this module stays light without it
+    from model_build.training.model import FEATURES, PROBABILITIES, parts_of  # noqa: PLC0415 — model_build.training.model loads TensorFlow; this module stays light without it
 
     print(
         f"evaluate: predicting {len(val)} val images"
@@ -324,8 +325,6 @@ def evaluate_run(
     The exported files and ``export.json`` of an earlier evaluation are removed: int8's
     calibration was made with the old target and temperature, so the run must be exported again
     (``python -m model_build.export RUN``) before it can be published — it cannot go stale."""
-    from model_build.data.prepare import run_split
-
     run = RunFolder(run_dir)
     labels = run.read_labels()
     if not run.model_file.is_file():
@@ -340,7 +339,7 @@ def evaluate_run(
         None if name == fitted_on else run_split(run, name, data_dir=data_dir, record=record)
     )
 
-    import keras
+    import keras  # noqa: PLC0415 — TensorFlow takes seconds to load; only the steps that use it pay for it
 
     model = keras.models.load_model(run.model_file, compile=False)
     config = run.config_dict()

@@ -17,16 +17,17 @@ from typing import Any, Final
 import numpy as np
 
 from model_build.evaluation.metrics import best_epochs
+from model_build.evaluation.review_agreement import agreement_html
 
 GRID_IMAGES: Final[int] = 50
 REPORT_TEXT_FILE: Final[str] = "classification_report.txt"
 
 
 def _pyplot() -> Any:
-    import matplotlib
+    import matplotlib  # noqa: PLC0415 — matplotlib loads only when a figure is drawn
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # noqa: PLC0415 — matplotlib loads only when a figure is drawn
 
     return plt
 
@@ -347,7 +348,6 @@ def _review_section(metrics: dict[str, Any]) -> str:
     table = metrics.get("review_agreement")
     if not table:
         return ""
-    from model_build.evaluation.review_agreement import agreement_html
 
     return agreement_html(table, table.get("source", "the catalogue"))
 

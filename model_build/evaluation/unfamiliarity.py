@@ -18,12 +18,18 @@ Pure numpy; ``bench/real_photos.py`` measures them on real photos.
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Final
 
 import numpy as np
 
-from contracts.unfamiliarity import UnfamiliarityScorer
+from contracts.image import ImageRejected, image_to_tensor
+from contracts.unfamiliarity import UNFAMILIARITY_FILE, UnfamiliarityScorer
+from model_build.data.prepare import run_split, subset
+from model_build.run_folder import RunFolder
+from sample_data.photos import LABELS, draw_sample_image
 
 FAMILIAR_RECALL: Final[float] = 0.95
 SHRINKAGE: Final[float] = 0.1
@@ -144,7 +150,7 @@ def separation(familiar: np.ndarray, unfamiliar: np.ndarray) -> dict[str, float]
 
 def pooled_feature_model(model: Any) -> Any | None:
     """pixels 0..255 → global average of the backbone's last feature map (None without one)."""
-    from model_build.training.model import parts_of
+    from model_build.training.model import parts_of  # noqa: PLC0415 — model_build.training.model loads TensorFlow; this module stays light without it
 
     parts = parts_of(model)
     return parts.pooled_features() if parts.has_backbone else None
@@ -197,11 +203,6 @@ def report(
 def generated_unfamiliar_pixels(count: int, seed: int = 123) -> np.ndarray:
     """Generated drawings of baby products (the demo's sample data) through the image contract:
     photos of another kind than real shop or product photos ("far" unfamiliar)."""
-    import io
-
-    from contracts.image import image_to_tensor
-    from sample_data.photos import LABELS, draw_sample_image
-
     rng = np.random.default_rng(seed)
     images = []
     for index in range(count):
@@ -229,10 +230,6 @@ def fit_for_run(
     ``val_features`` / ``eval_features``: the pooled features of those photos when the caller
     already has them (evaluation's two-output pass), so the backbone does not run on them again.
     None for a model without a MobileNetV2 backbone (the small demo CNN)."""
-    from pathlib import Path
-
-    from contracts.unfamiliarity import UNFAMILIARITY_FILE
-
     extractor = pooled_feature_model(model)
     path = Path(run_dir) / UNFAMILIARITY_FILE
     if extractor is None:
@@ -266,10 +263,6 @@ GENERATED_UNFAMILIAR: Final[int] = 100
 
 def load_folder_pixels(folder: Any) -> np.ndarray:
     """Every decodable image under ``folder`` (recursively) through the image contract."""
-    from pathlib import Path
-
-    from contracts.image import ImageRejected, image_to_tensor
-
     images = []
     for path in sorted(p for p in Path(folder).rglob("*") if p.is_file()):
         try:
@@ -298,15 +291,9 @@ def evaluate_unfamiliarity(
     ``train`` is the prepared train split training holds (a fixed random subset of it is used);
     ``None`` rebuilds that subset from the run folder's recorded split.
     """
-    from model_build.data.prepare import run_split, subset
-    from model_build.run_folder import RunFolder
-    from model_build.training.model import parts_of
+    from model_build.training.model import parts_of  # noqa: PLC0415 — model_build.training.model loads TensorFlow; this module stays light without it
 
     if not parts_of(model).has_backbone:  # the small demo CNN: no backbone features to score
-        from pathlib import Path
-
-        from contracts.unfamiliarity import UNFAMILIARITY_FILE
-
         (Path(run_dir) / UNFAMILIARITY_FILE).unlink(missing_ok=True)
         return None
     if train is None:

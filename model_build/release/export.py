@@ -44,6 +44,8 @@ from contracts import litert
 from contracts.artifact import Calibration
 from contracts.image import IMAGE_SIZE
 from contracts.unfamiliarity import UnfamiliarityScorer
+from model_build.data.prepare import run_split
+from model_build.data.splits import CALIBRATION, recorded_name, reported_split
 from model_build.evaluation.evaluate import Evaluation
 from model_build.quiet import converter_quietly
 from model_build.release.int8_gate import gate_int8
@@ -87,12 +89,12 @@ def _frozen_serving_function(model: Any, image_size: int, features: bool = False
     """``features=True`` adds a second output: the global average of the backbone's last feature
     map (``[N, 1280]``), which the worker's unfamiliarity score reads; the backbone runs once for
     both outputs. The outputs are told apart by their last dimension (labels vs 1280)."""
-    import tensorflow as tf
-    from tensorflow.python.framework.convert_to_constants import (
+    import tensorflow as tf  # noqa: PLC0415 — TensorFlow takes seconds to load; only the steps that use it pay for it
+    from tensorflow.python.framework.convert_to_constants import (  # noqa: PLC0415 — TensorFlow takes seconds to load; only the steps that use it pay for it
         convert_variables_to_constants_v2,
     )
 
-    from model_build.training.model import FEATURES, PROBABILITIES, parts_of  # Keras: costly
+    from model_build.training.model import FEATURES, PROBABILITIES, parts_of  # noqa: PLC0415 — model_build.training.model loads TensorFlow; this module stays light without it
 
     spec = tf.TensorSpec([None, image_size, image_size, 3], tf.uint8, name="image")
     # The classifier's own two-output model (model_build.training.model): no layer looked up.
@@ -124,7 +126,7 @@ def _quiet_converter() -> Iterator[None]:
 
 def convert_float32(model: Any, *, image_size: int = IMAGE_SIZE, features: bool = False) -> bytes:
     """Keras model -> float32 TFLite bytes with uint8 [N, size, size, 3] input."""
-    import tensorflow as tf
+    import tensorflow as tf  # noqa: PLC0415 — TensorFlow takes seconds to load; only the steps that use it pay for it
 
     frozen = _frozen_serving_function(model, image_size, features)
     with _quiet_converter(), converter_quietly():
@@ -140,7 +142,7 @@ def convert_int8(
     features: bool = False,
 ) -> bytes:
     """Full-integer quantisation; ``representative_images`` are uint8 training images."""
-    import tensorflow as tf
+    import tensorflow as tf  # noqa: PLC0415 — TensorFlow takes seconds to load; only the steps that use it pay for it
 
     if len(representative_images) == 0:
         raise ExportError("int8 quantisation needs at least one representative training image")
@@ -160,7 +162,7 @@ def convert_int8(
 
 def keras_predict(model: Any, images: np.ndarray, batch_size: int = BATCH_SIZE) -> np.ndarray:
     """Keras probabilities for uint8 images (compiled ``predict`` over a tf.data pipeline)."""
-    from model_build.data.pipeline import predict
+    from model_build.data.pipeline import predict  # noqa: PLC0415 — model_build.data.pipeline loads TensorFlow; this module stays light without it
 
     return predict(model, images, batch_size=batch_size)
 
@@ -341,10 +343,7 @@ def _sample(images: np.ndarray, count: int) -> np.ndarray:
 
 def export_run(run_dir: Path, *, data_dir: Path | None = None) -> ExportReport:
     """Standalone: export ``run_dir/model.keras`` using the run's own recorded splits."""
-    import keras
-
-    from model_build.data.prepare import run_split
-    from model_build.data.splits import CALIBRATION, recorded_name, reported_split
+    import keras  # noqa: PLC0415 — TensorFlow takes seconds to load; only the steps that use it pay for it
 
     run = RunFolder(run_dir)
     record = run.read_data()

@@ -40,6 +40,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Final
 
+import boto3
 import numpy as np
 
 from contracts.artifact import (
@@ -368,8 +369,6 @@ def _publish_to_s3(
 ) -> None:
     bucket, prefix = split_s3_uri(uri)
     if s3_client is None:
-        import boto3
-
         s3_client = boto3.client("s3")
     version_prefix = s3_key(prefix, version) + "/"
     existing = s3_client.list_objects_v2(Bucket=bucket, Prefix=version_prefix, MaxKeys=1)

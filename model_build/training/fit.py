@@ -26,19 +26,36 @@ up but before the phase was marked complete; the rerun then trains one more epoc
 from __future__ import annotations
 
 import math
-import os
-import signal
 from dataclasses import dataclass
+from typing import Any
 
 import keras
 import numpy as np
 
 from model_build.config import Plan
+from model_build.data.pipeline import (
+    EpochRandomness,
+    compile_for,
+    eval_dataset,
+    pad_for_replicas,
+    train_dataset,
+)
 from model_build.data.prepare import PreparedSplit
 from model_build.run_folder import RunFolder
+from model_build.training.feature_cache import (
+    cached_features,
+    head_eval_dataset,
+    head_train_dataset,
+)
+from model_build.training.fine_tune import (
+    cached_activations,
+    compile_two_rates,
+    features_from_activations,
+    fine_tuning_model,
+    freeze_for_fine_tuning,
+    split_backbone,
+)
 from model_build.training.model import parts_of
-
-KILL_HOOK = "MODEL_BUILD_TEST_KILL_AT"
 
 
 @dataclass
@@ -148,23 +165,6 @@ class ResumableEarlyStopping(_ReplayHistory, keras.callbacks.EarlyStopping):
         self.run, self.first_epoch = run, first_epoch
 
 
-class _KillAt(keras.callbacks.Callback):
-    """Test hook (``MODEL_BUILD_TEST_KILL_AT=EPOCH:BATCH``): SIGKILL this process mid-epoch."""
-
-    def __init__(self, spec: str) -> None:
-        super().__init__()
-        epoch, batch = spec.split(":")
-        self.epoch, self.batch = int(epoch), int(batch)
-        self.current = -1
-
-    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
-        self.current = epoch
-
-    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
-        if self.current == self.epoch and batch == self.batch:
-            os.kill(os.getpid(), signal.SIGKILL)
-
-
 class SaveFullModel(keras.callbacks.Callback):
     """While the head trains on cached features, save the *full* model on val-accuracy gains."""
 
@@ -208,7 +208,7 @@ def _callbacks(
         checkpoint.best = history_best
     if history_best is not None:
         best.best = history_best
-    callbacks = [
+    return [
         randomness,
         LogLearningRate(),
         keras.callbacks.CSVLogger(run.history_file, append=True),
@@ -237,14 +237,9 @@ def _callbacks(
         ),
         keras.callbacks.BackupAndRestore(run.backup_dir(phase), delete_checkpoint=False),
     ]
-    if os.environ.get(KILL_HOOK):
-        callbacks.append(_KillAt(os.environ[KILL_HOOK]))
-    return callbacks
 
 
 def _compile(model: keras.Model, plan: Plan, learning_rate: float) -> None:
-    from model_build.data.pipeline import compile_for
-
     compile_for(model, learning_rate, plan.replicas)
 
 
@@ -260,20 +255,21 @@ def train(
 
     Returns the model holding its best weights (val accuracy), as saved in ``model.keras``.
     """
+    inputs = PhaseInputs(plan, run, model, train_split, val_split, strategy)
     if plan.fine_tunes_from_block:
-        return train_from_activations(plan, run, model, train_split, val_split, strategy)
+        return train_from_activations(inputs)
     best = BestWeights(model, -math.inf)
     done = run.phase1_epochs()
     if done is not None:
         print(f"phase 1 already complete ({done} epochs); skipping it")
     elif plan.uses_feature_cache:
-        train_head_on_features(plan, run, model, train_split, val_split, strategy, best)
+        train_head_on_features(inputs, best)
     else:
-        train_plain(plan, run, model, train_split, val_split, strategy, best)
+        train_plain(inputs, best)
     if plan.config.fine_tune_layers > 0 and plan.uses_backbone:
         _restore_best(run, model, best)
         best = BestWeights(model, -math.inf)
-        fine_tune(plan, run, model, train_split, val_split, strategy, best)
+        fine_tune(inputs, best)
     _restore_best(run, model, best)
     return Trained(model=model, epochs=len(run.history_rows()), best_val_accuracy=best.best)
 
@@ -288,67 +284,38 @@ def _restore_best(run: RunFolder, model: keras.Model, best: BestWeights) -> None
         model.load_weights(run.model_file)
 
 
-def train_plain(
-    plan: Plan,
-    run: RunFolder,
-    model: keras.Model,
-    train_split: PreparedSplit,
-    val_split: PreparedSplit,
-    strategy,
-    best: BestWeights,
-) -> int:
-    """Phase 1 on the fly: augmented batches from the prepared arrays through the whole model."""
-    from model_build.data.pipeline import (
-        EpochRandomness,
-        eval_dataset,
-        pad_for_replicas,
-        train_dataset,
-    )
+@dataclass(frozen=True)
+class PhaseInputs:
+    """What every training phase works on: the plan, the run folder, the model, the prepared
+    splits (``train`` fits, ``val`` chooses the checkpoint) and the distribution strategy."""
 
-    config = plan.config
-    with strategy.scope():
-        _compile(model, plan, plan.learning_rate)
-    randomness = EpochRandomness(config.seed)
-    train_data = train_dataset(
-        train_split.pixels,
-        train_split.label_indices,
-        batch_size=plan.global_batch_size,
-        seed=config.seed,
-        randomness=randomness,
+    plan: Plan
+    run: RunFolder
+    model: keras.Model
+    train_split: PreparedSplit
+    val_split: PreparedSplit
+    strategy: Any
+
+
+def train_plain(inputs: PhaseInputs, best: BestWeights) -> int:
+    """Phase 1 on the fly: augmented batches from the prepared arrays through the whole model."""
+    plan = inputs.plan
+    with inputs.strategy.scope():
+        _compile(inputs.model, plan, plan.learning_rate)
+    _fit_on_pixels(
+        inputs, best, phase="phase1", seed=plan.config.seed, epochs=(0, plan.config.epochs)
     )
-    val_data = eval_dataset(
-        val_split.pixels, val_split.label_indices, batch_size=plan.global_batch_size
-    )
-    model.fit(
-        pad_for_replicas(train_data, plan.replicas),
-        validation_data=pad_for_replicas(val_data, plan.replicas),
-        epochs=config.epochs,
-        callbacks=_callbacks(plan, run, "phase1", randomness, best),
-        shuffle=False,  # the tf.data pipeline shuffles (seeded)
-        verbose=plan.verbose,
-    )
-    return run.finish_phase1()
+    return inputs.run.finish_phase1()
 
 
 def train_head_on_features(
-    plan: Plan,
-    run: RunFolder,
-    model: keras.Model,
-    train_split: PreparedSplit,
-    val_split: PreparedSplit,
-    strategy,
+    inputs: PhaseInputs,
     best: BestWeights,
     features: tuple[list[np.ndarray], list[np.ndarray]] | None = None,
 ) -> int:
     """Phase 1 with ``--feature-cache-views K``: the head alone on cached backbone features
     (``features``: the train views' and val's, when already computed — from activations)."""
-    from model_build.data.pipeline import EpochRandomness, pad_for_replicas
-    from model_build.training.feature_cache import (
-        cached_features,
-        head_eval_dataset,
-        head_train_dataset,
-    )
-
+    plan, run, model = inputs.plan, inputs.run, inputs.model
     config = plan.config
     batch_size = plan.global_batch_size
     if features is None:
@@ -357,25 +324,29 @@ def train_head_on_features(
             "seed": config.seed,
             "batch_size": batch_size,
             "cache_dir": plan.cache_dir,
-            "strategy": strategy,
+            "strategy": inputs.strategy,
         }
-        train_features = cached_features(model, train_split, views=views, name="train", **settings)
-        val_features = cached_features(model, val_split, views=0, name="val", **settings)
+        train_features = cached_features(
+            model, inputs.train_split, views=views, name="train", **settings
+        )
+        val_features = cached_features(model, inputs.val_split, views=0, name="val", **settings)
     else:
         train_features, val_features = features
         views = len(train_features)
     head = parts_of(model).head
-    with strategy.scope():
+    with inputs.strategy.scope():
         _compile(head, plan, plan.learning_rate)
     train_data, steps = head_train_dataset(
         train_features,
-        train_split.label_indices,
+        inputs.train_split.label_indices,
         views=views,
         batch_size=batch_size,
         seed=config.seed,
         first_epoch=run.backed_up_epochs("phase1"),
     )
-    val_data = head_eval_dataset(val_features, val_split.label_indices, batch_size=batch_size)
+    val_data = head_eval_dataset(
+        val_features, inputs.val_split.label_indices, batch_size=batch_size
+    )
     checkpoint = SaveFullModel(model, run.model_file)
     best.target = model
     head.fit(
@@ -392,53 +363,55 @@ def train_head_on_features(
     return run.finish_phase1()
 
 
-def fine_tune(
-    plan: Plan,
-    run: RunFolder,
-    model: keras.Model,
-    train_split: PreparedSplit,
-    val_split: PreparedSplit,
-    strategy,
-    best: BestWeights,
-) -> int:
+def fine_tune(inputs: PhaseInputs, best: BestWeights) -> int:
     """Phase 2: from the best phase-1 weights, unfreeze the top N backbone layers.
 
     BatchNorm layers stay frozen (and the backbone is called with training=False), so their
     moving statistics are not wrecked by small batches — the keras-io transfer-learning recipe.
     """
-    from model_build.data.pipeline import (
-        EpochRandomness,
-        eval_dataset,
-        pad_for_replicas,
-        train_dataset,
-    )
-
+    plan = inputs.plan
     config = plan.config
-    epochs_done = run.phase1_epochs() or 0
-    with strategy.scope():
-        unfreeze_top_layers(parts_of(model).backbone, config.fine_tune_layers)
-        _compile(model, plan, plan.fine_tune_learning_rate)
-    randomness = EpochRandomness(config.seed + 1)
-    train_data = train_dataset(
-        train_split.pixels,
-        train_split.label_indices,
-        batch_size=plan.global_batch_size,
+    epochs_done = inputs.run.phase1_epochs() or 0
+    with inputs.strategy.scope():
+        unfreeze_top_layers(parts_of(inputs.model).backbone, config.fine_tune_layers)
+        _compile(inputs.model, plan, plan.fine_tune_learning_rate)
+    _fit_on_pixels(
+        inputs,
+        best,
+        phase="fine_tune",
         seed=config.seed + 1,
+        epochs=(epochs_done, epochs_done + config.fine_tune_epochs),
+    )
+    return len(inputs.run.history_rows())
+
+
+def _fit_on_pixels(
+    inputs: PhaseInputs, best: BestWeights, *, phase: str, seed: int, epochs: tuple[int, int]
+) -> None:
+    """Fit the whole (compiled) model on augmented batches of the prepared arrays, from epoch
+    ``epochs[0]`` up to ``epochs[1]``, with the phase's callbacks: phase 1 on the fly and
+    fine-tuning both train this way."""
+    plan = inputs.plan
+    randomness = EpochRandomness(seed)
+    train_data = train_dataset(
+        inputs.train_split.pixels,
+        inputs.train_split.label_indices,
+        batch_size=plan.global_batch_size,
+        seed=seed,
         randomness=randomness,
     )
     val_data = eval_dataset(
-        val_split.pixels, val_split.label_indices, batch_size=plan.global_batch_size
+        inputs.val_split.pixels, inputs.val_split.label_indices, batch_size=plan.global_batch_size
     )
-    model.fit(
+    inputs.model.fit(
         pad_for_replicas(train_data, plan.replicas),
         validation_data=pad_for_replicas(val_data, plan.replicas),
-        initial_epoch=epochs_done,
-        epochs=epochs_done + config.fine_tune_epochs,
-        callbacks=_callbacks(plan, run, "fine_tune", randomness, best),
-        shuffle=False,
+        initial_epoch=epochs[0],
+        epochs=epochs[1],
+        callbacks=_callbacks(plan, inputs.run, phase, randomness, best),
+        shuffle=False,  # the tf.data pipeline shuffles (seeded)
         verbose=plan.verbose,
     )
-    return len(run.history_rows())
 
 
 def unfreeze_top_layers(backbone: keras.Model, count: int) -> None:
@@ -451,40 +424,27 @@ def unfreeze_top_layers(backbone: keras.Model, count: int) -> None:
         layer.trainable = in_top and not isinstance(layer, keras.layers.BatchNormalization)
 
 
-def train_from_activations(
-    plan: Plan,
-    run: RunFolder,
-    model: keras.Model,
-    train_split: PreparedSplit,
-    val_split: PreparedSplit,
-    strategy,
-) -> Trained:
+def train_from_activations(inputs: PhaseInputs) -> Trained:
     """``--fine-tune-from BLOCK``: activations at the block cached once per view, the head on the
     frozen features derived from them, then the top blocks and the head fine-tuned on them
     (:mod:`model_build.training.fine_tune`). Returns the whole model with its best weights."""
-    from model_build.training.fine_tune import (
-        cached_activations,
-        features_from_activations,
-        split_backbone,
-    )
-
+    plan, run, model = inputs.plan, inputs.run, inputs.model
     config = plan.config
     parts = parts_of(model)
     block = config.fine_tune_from
     below, top = split_backbone(parts.backbone, block)
-    views = plan.activation_views
     settings = {
         "block": block,
         "seed": config.seed,
         "batch_size": plan.global_batch_size,
         "cache_dir": plan.cache_dir,
-        "strategy": strategy,
+        "strategy": inputs.strategy,
     }
     train_activations = cached_activations(
-        parts, below, train_split, views=views, name="train", **settings
+        parts, below, inputs.train_split, views=plan.activation_views, name="train", **settings
     )
     val_activations = cached_activations(
-        parts, below, val_split, views=0, name="selection", **settings
+        parts, below, inputs.val_split, views=0, name="selection", **settings
     )
     best = BestWeights(model, -math.inf)
     done = run.phase1_epochs()
@@ -495,56 +455,44 @@ def train_from_activations(
             "block": block,
             "batch_size": plan.global_batch_size,
             "cache_dir": plan.cache_dir,
-            "strategy": strategy,
+            "strategy": inputs.strategy,
         }
         features = (
             features_from_activations(
-                parts, top, train_activations, content_hash=train_split.content_hash,
+                parts, top, train_activations, content_hash=inputs.train_split.content_hash,
                 name="train", **derived,
             ),
             features_from_activations(
-                parts, top, val_activations, content_hash=val_split.content_hash,
+                parts, top, val_activations, content_hash=inputs.val_split.content_hash,
                 name="selection", **derived,
             ),
         )  # fmt: skip
-        train_head_on_features(
-            plan, run, model, train_split, val_split, strategy, best, features=features
-        )
+        train_head_on_features(inputs, best, features=features)
     _restore_best(run, model, best)
     best = BestWeights(model, -math.inf)
     fine_tune_top(
-        plan, run, model, top, (train_activations, train_split.label_indices),
-        (val_activations, val_split.label_indices), strategy, best,
+        inputs, top, (train_activations, inputs.train_split.label_indices),
+        (val_activations, inputs.val_split.label_indices), best,
     )  # fmt: skip
     _restore_best(run, model, best)
     return Trained(model=model, epochs=len(run.history_rows()), best_val_accuracy=best.best)
 
 
 def fine_tune_top(
-    plan: Plan,
-    run: RunFolder,
-    model: keras.Model,
+    inputs: PhaseInputs,
     top: keras.Model,
     train: tuple[list[np.ndarray], np.ndarray],
     val: tuple[list[np.ndarray], np.ndarray],
-    strategy,
     best: BestWeights,
 ) -> int:
     """Phase 2 of ``--fine-tune-from``: the top blocks (BatchNorm in inference mode) and the
     warm-started head on the cached activations, two learning rates; checkpoints the whole
     model."""
-    from model_build.data.pipeline import EpochRandomness, pad_for_replicas
-    from model_build.training.feature_cache import head_eval_dataset, head_train_dataset
-    from model_build.training.fine_tune import (
-        compile_two_rates,
-        fine_tuning_model,
-        freeze_for_fine_tuning,
-    )
-
+    plan, run, model = inputs.plan, inputs.run, inputs.model
     config = plan.config
     (train_activations, train_labels), (val_activations, val_labels) = train, val
     epochs_done = run.phase1_epochs() or 0
-    with strategy.scope():
+    with inputs.strategy.scope():
         freeze_for_fine_tuning(top)
         trainer = fine_tuning_model(top, parts_of(model).head)
         compile_two_rates(
@@ -579,7 +527,7 @@ def fine_tune_top(
             best,
             checkpoint=SaveFullModel(model, run.model_file),
             # The warm-started head already crosses the reference's thresholds (measured: the
-            # first fine-tuning epoch did on the grocery photos), so they would end the phase
+            # first fine-tuning epochs did on the grocery photos), so they would end the phase
             # after one or two epochs; it runs its --fine-tune-epochs, the checkpoint keeping
             # the best selection accuracy and early stopping the safety net.
             threshold_stop=False,

@@ -161,8 +161,8 @@ def console_url(stack: Stack) -> Iterator[str]:
 
 
 def start_browser() -> Any:
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
+    from selenium import webdriver  # noqa: PLC0415 — selenium is needed only by the browser test
+    from selenium.webdriver.chrome.service import Service  # noqa: PLC0415 — selenium is needed only by the browser test
 
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
@@ -201,7 +201,7 @@ def photo_loaded(driver: Any) -> bool:
 
 
 def press(driver: Any, key: str) -> None:
-    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.action_chains import ActionChains  # noqa: PLC0415 — selenium is needed only by the browser test
 
     ActionChains(driver).send_keys(key).perform()
 
@@ -213,7 +213,7 @@ def notice(driver: Any) -> str:
 def test_review_in_a_browser(
     stack: Stack, console_url: str, browser: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.common.keys import Keys  # noqa: PLC0415 — selenium is needed only by the browser test
 
     browser.get(console_url)
     oldest = "uploads/shop/00.jpg"
@@ -343,7 +343,7 @@ def serve(stack: Stack, reviewer: str) -> ReviewServer:
 def review_for(url: str, seconds: float, think: float, driver: Any) -> list[str]:
     """A reviewer at a person's pace: looks at each photo ``think`` seconds, then presses Enter;
     for ``seconds``. The keys decided (as the page showed them)."""
-    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.common.keys import Keys  # noqa: PLC0415 — selenium is needed only by the browser test
 
     decided: list[str] = []
     deadline = time.monotonic() + seconds
@@ -428,7 +428,7 @@ def test_page_shows_every_photo_and_guards_each_decision(empty_stack: Stack, bro
     3. an unfamiliar photo: one Enter does not confirm it, a second does (deliberately);
     4. a held Enter (key repeat) decides one photo, never the next one nobody saw.
     """
-    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.common.keys import Keys  # noqa: PLC0415 — selenium is needed only by the browser test
 
     pillow_heif = pytest.importorskip("pillow_heif")
     pillow_heif.register_heif_opener()
@@ -514,7 +514,7 @@ def test_page_shows_every_photo_and_guards_each_decision(empty_stack: Stack, bro
 def test_a_tab_from_before_a_console_restart_stops(empty_stack: Stack, browser: Any) -> None:
     """GIVEN a page open on a console WHEN the console restarts (new CSRF token, new leases)
     THEN the page's next decision is refused and the page stops advancing, saying reload."""
-    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.common.keys import Keys  # noqa: PLC0415 — selenium is needed only by the browser test
 
     for index in range(3):
         write_waiting(empty_stack, f"uploads/r{index}.jpg", jpeg(LABELS[index], index), index)

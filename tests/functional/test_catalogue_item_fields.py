@@ -10,12 +10,9 @@ from __future__ import annotations
 import dataclasses
 import enum
 import types
-from collections.abc import Iterator
 from typing import Any, get_args, get_origin, get_type_hints
 
-import boto3
 import pytest
-from moto import mock_aws
 
 from contracts.catalogue import (
     LISTING_CATEGORY,
@@ -31,23 +28,12 @@ from contracts.catalogue import (
     object_id,
 )
 from contracts.catalogue_table import tombstone, write_item, write_tombstone
-from local_stack.resources import create_local_resources
 from review.decisions import decide, undo
 from review.leases import claim_one
 
 pytestmark = pytest.mark.functional
 BUCKET = "momee-uploads-local"
 KEY = "uploads/every-field.jpg"
-
-
-@pytest.fixture
-def table() -> Iterator[tuple[Any, str]]:
-    with mock_aws():
-        dynamodb = boto3.client("dynamodb")
-        resources = create_local_resources(
-            s3_client=boto3.client("s3"), sqs_client=boto3.client("sqs"), dynamodb_client=dynamodb
-        )
-        yield dynamodb, resources.table_name
 
 
 def _sample(name: str, kind: Any) -> Any:

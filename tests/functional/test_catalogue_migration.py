@@ -1,5 +1,5 @@
 """Migrating a deployed catalogue from schema version 1 (keyed by ``bucket`` + ``key``) to the
-current table (keyed by ``object_id``), on the local stack, the way README's migration steps do:
+current table (keyed by ``object_id``), on the local stack, the runbook's migration steps:
 
 1. the old stack: bucket with photos, the v1 table full of items the old worker wrote;
 2. ``sam deploy`` of the new template: a key schema change makes CloudFormation *replace* the table
@@ -21,7 +21,7 @@ from typing import Any
 
 import boto3
 import pytest
-from boto3.dynamodb.types import TypeSerializer
+from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from moto import mock_aws
 from PIL import Image
 
@@ -153,8 +153,6 @@ def test_v1_items_are_read_as_version_1(old_stack: dict[str, Any]) -> None:
 
 
 def _plain(raw: dict[str, Any]) -> dict[str, Any]:
-    from boto3.dynamodb.types import TypeDeserializer
-
     deserializer = TypeDeserializer()
     return {name: deserializer.deserialize(value) for name, value in raw.items()}
 

@@ -11,6 +11,7 @@ import pytest
 
 from model_build.data.dataset import discover
 from model_build.data.splits import assign_roles
+from model_build.evaluation.evaluate import evaluate_run
 from model_build.run_folder import RunFolder
 from sample_data.photos import generate_dataset
 
@@ -21,7 +22,7 @@ LABELS = ("bathtub", "carrier", "stroller")
 @pytest.fixture(scope="module")
 def data_and_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     keras = pytest.importorskip("keras")
-    from keras import layers
+    from keras import layers  # noqa: PLC0415 — TensorFlow takes seconds to load; only the steps that use it pay for it
 
     base = tmp_path_factory.mktemp("held-out")
     common = {"image_size": 64, "labels": LABELS, "workers": 1}
@@ -49,8 +50,6 @@ def _run(base: Path, data: Path, model: Path, dataset) -> Path:
 
 
 def test_test_folder_is_evaluated_and_val_only_fits(data_and_model, tmp_path: Path) -> None:
-    from model_build.evaluation.evaluate import evaluate_run
-
     data, model = data_and_model
     run_dir = _run(tmp_path, data, model, assign_roles(discover(data)))
     metrics = evaluate_run(run_dir, target_precision=0.9)
@@ -64,8 +63,6 @@ def test_test_folder_is_evaluated_and_val_only_fits(data_and_model, tmp_path: Pa
 
 
 def test_without_test_the_held_out_half_of_val_is_evaluated(data_and_model, tmp_path) -> None:
-    from model_build.evaluation.evaluate import evaluate_run
-
     data, model = data_and_model
     dataset = discover(data)
     dataset.splits.pop("test")

@@ -13,6 +13,8 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
+from model_build.release.export import export_model
+from model_build.run_folder import MODEL_INT8_REJECTED_FILE
 from tests.support.tiny_artifact import REPOSITORY_ROOT
 
 pytestmark = pytest.mark.functional
@@ -31,7 +33,7 @@ def _colour_images(count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 @pytest.fixture(scope="module")
 def trained_model() -> tuple[object, np.ndarray, np.ndarray]:
     keras = pytest.importorskip("keras")
-    from keras import layers
+    from keras import layers  # noqa: PLC0415 — TensorFlow takes seconds to load; only the steps that use it pay for it
 
     keras.utils.set_random_seed(1)
     inputs = keras.Input((224, 224, 3), dtype="uint8")
@@ -49,9 +51,6 @@ def trained_model() -> tuple[object, np.ndarray, np.ndarray]:
 
 
 def test_float32_agrees_and_int8_is_gated(trained_model, tmp_path: Path) -> None:
-    from model_build.release.export import export_model
-    from model_build.run_folder import MODEL_INT8_REJECTED_FILE
-
     model, train_images, val_images = trained_model
     unlabelled = SimpleNamespace(pixels=val_images, label_indices=None)  # bare arrays
     report = export_model(

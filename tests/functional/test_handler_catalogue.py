@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from typing import Any
 
-import boto3
 import pytest
-from moto import mock_aws
 
 from contracts.catalogue import CatalogueItem, LabelScore, Status, event_order, utc_now
 from contracts.catalogue_table import (
@@ -19,21 +16,10 @@ from contracts.catalogue_table import (
     write_item,
     write_tombstone,
 )
-from local_stack.resources import create_local_resources
 
 pytestmark = pytest.mark.functional
 BUCKET = "momee-uploads-local"
 KEY = "uploads/a b+c/été.jpg"
-
-
-@pytest.fixture
-def table() -> Iterator[tuple[Any, str]]:
-    with mock_aws():
-        dynamodb = boto3.client("dynamodb")
-        resources = create_local_resources(
-            s3_client=boto3.client("s3"), sqs_client=boto3.client("sqs"), dynamodb_client=dynamodb
-        )
-        yield dynamodb, resources.table_name
 
 
 def item(order_from: str, *, model: str = "v1", etag: str = "e1", **changes: Any) -> CatalogueItem:

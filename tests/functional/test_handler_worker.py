@@ -3,17 +3,20 @@ published model, conditional DynamoDB writes, partial batch responses and cold-s
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
+from urllib.parse import quote_plus
 
 import boto3
 import numpy as np
 import pytest
+from aws_lambda_powertools.utilities.batch.exceptions import BatchProcessingError
 from botocore.exceptions import ClientError
 from moto import mock_aws
 from PIL import Image
@@ -21,7 +24,11 @@ from PIL import Image
 from contracts.catalogue import CatalogueItem, Status, event_order
 from contracts.catalogue_table import read_item, scan_items
 from handler import app
-from handler.settings import ConfigurationError
+from handler import worker as worker_module
+from handler.cold_start import build_worker
+from handler.events import records_from_s3_event
+from handler.settings import ConfigurationError, load_settings
+from handler.worker import Action, Deadline
 from local_stack.resources import LocalResources, create_local_resources
 from local_stack.stack import LocalContext, drain_queue, queue_depth
 from operations.backfill import backfill
@@ -153,8 +160,6 @@ def s3_record(
     bucket: str, key: str, *, name: str = "ObjectCreated:Put", sequencer: str, etag: str | None
 ) -> dict[str, Any]:
     """A record in S3's own shape (the template of events/s3_put.json), key encoded as S3 does."""
-    from urllib.parse import quote_plus
-
     record = load_event("s3_put.json")["Records"][0]
     record["eventName"] = name
     record["s3"]["bucket"]["name"] = bucket
@@ -627,14 +632,11 @@ def test_corrupted_model_file_fails_cold_start_clearly(
 def test_unreadable_model_that_matches_its_manifest_fails_cold_start_clearly(
     stack: Stack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from model_build.release.publish import publish_run  # noqa: F401 - the publisher hashes what it gets
-
     version = publish_tiny_artifact(tmp_path)
     directory = tmp_path / version
     garbage = b"this is not a flatbuffer" * 100
     (directory / "model.tflite").write_bytes(garbage)
     manifest = json.loads((directory / "manifest.json").read_text())
-    import hashlib
 
     manifest["files"]["model.tflite"] = {
         "sha256": hashlib.sha256(garbage).hexdigest(),
@@ -710,17 +712,12 @@ def test_malformed_messages_fail_alone_whatever_breaks_in_them(stack: Stack) -> 
 
 def _second_worker() -> Any:
     """Another container's worker: same settings, its own clients (so hooks stay apart)."""
-    from handler.cold_start import build_worker
-    from handler.settings import load_settings
-
     return build_worker(
         load_settings(), s3_client=boto3.client("s3"), dynamodb_client=boto3.client("dynamodb")
     )
 
 
 def _records(body: dict[str, Any]) -> list[Any]:
-    from handler.events import records_from_s3_event
-
     return records_from_s3_event(body)
 
 
@@ -907,8 +904,6 @@ class ShortContext(LocalContext):
 def test_records_not_reached_by_the_deadline_fail_alone(
     stack: Stack, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from handler import worker as worker_module
-
     # GIVEN a batch where one photo decodes slowly and the invocation has little time left
     keys = [f"uploads/deadline-{index}.jpg" for index in range(4)]
     slow_bytes = jpeg("stroller", 99)
@@ -939,8 +934,6 @@ def test_records_not_reached_by_the_deadline_fail_alone(
 
 
 def test_deadline_leaves_most_of_a_short_timeout_for_the_work() -> None:
-    from handler.worker import Deadline
-
     for remaining_s, fetch_s, write_s in ((60, 50, 57), (10, 8, 9.5)):
         start = time.monotonic()
         deadline = Deadline.from_remaining(remaining_s * 1000)
@@ -952,10 +945,6 @@ def test_deadline_leaves_most_of_a_short_timeout_for_the_work() -> None:
 
 
 def test_every_outcome_has_a_metric() -> None:
-    from typing import get_args
-
-    from handler.worker import Action
-
     assert set(get_args(Action)) == set(app.OUTCOME_METRICS)
     assert len(set(app.OUTCOME_METRICS.values())) == len(app.OUTCOME_METRICS)
 
@@ -1017,7 +1006,6 @@ def test_outcomes_are_counted_in_metrics(stack: Stack, monkeypatch: pytest.Monke
 def test_a_batch_that_fails_entirely_fails_the_invocation(stack: Stack) -> None:
     # Powertools' default, restored: an entirely failed batch raises, so Lambda's Errors metric
     # (FunctionErrorsAlarm) sees an outage; SQS retries every message either way.
-    from aws_lambda_powertools.utilities.batch.exceptions import BatchProcessingError
 
     key = "uploads/outage.jpg"
     etag = stack.put(key, jpeg())
@@ -1035,7 +1023,7 @@ def test_a_batch_that_fails_entirely_fails_the_invocation(stack: Stack) -> None:
 def test_failed_cold_start_moves_messages_to_the_dlq_and_a_redrive_catalogues_them(
     stack: Stack, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # What the README promises for a cold start that fails (bad model, missing table): every
+    # What the docs promise for a cold start that fails (bad model, missing table): every
     # invocation fails, so each receive counts; after maxReceiveCount (5) the messages are in
     # the DLQ (about an hour on AWS, visibility timeout 730 s), nothing is written, and once the
     # configuration is fixed a redrive catalogues them.

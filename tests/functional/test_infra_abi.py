@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from numpy._core import _multiarray_umath
 
 from infra.abi import (
     BASE_IMAGE_PATH,
@@ -71,7 +72,8 @@ def test_the_base_image_facts_name_their_sources() -> None:
 def test_the_chosen_image_is_the_dockerfiles_and_the_templates() -> None:
     base = load_base_image()
     dockerfile = (ROOT / "infra" / "Dockerfile").read_text()
-    (image,) = re.findall(r"^FROM\s+(\S+)", dockerfile, flags=re.MULTILINE)
+    # The first FROM is the base image; the later stages build on it by its stage name.
+    image = re.findall(r"^FROM\s+(\S+)", dockerfile, flags=re.MULTILINE)[0]
     expected = base.image if FACTS["digest"] is None else f"{base.image}@{FACTS['digest']}"
     assert image == expected
     function = read_template()["Resources"]["CatalogueFunction"]["Properties"]
@@ -98,8 +100,6 @@ def test_versions_compare_as_numbers() -> None:
 
 def test_reads_the_version_needs_of_a_real_library() -> None:
     """numpy's core extension module, as installed for this interpreter, needs glibc."""
-    from numpy._core import _multiarray_umath
-
     with open(_multiarray_umath.__file__, "rb") as stream:
         machine, needs = version_needs(io.BytesIO(stream.read()))
     assert machine.startswith("EM_")

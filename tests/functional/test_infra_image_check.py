@@ -2,9 +2,11 @@
 3.12 with nothing but the worker's own wheels (the ones pip installs in the image, for its
 architecture) and the worker's code on the path — no virtualenv, no site-packages (``-I -S``).
 
-It imports every module of handler/ and contracts/ and loads and runs a real (tiny) model with
-the image's LiteRT. What it cannot show: the base image's own system libraries (that is
-tests/functional/test_infra_abi.py's job, from the recorded facts).
+It stages a published version as the Dockerfile does (infra/stage_model.py: the worker's files
+only), imports every module of handler/ and contracts/ and loads and runs a real (tiny,
+MobileNetV2-shaped: int8 and the unfamiliarity score) model with the image's LiteRT. What it
+cannot show: the base image's own system libraries (that is tests/functional/test_infra_abi.py's
+job, from the recorded facts).
 """
 
 from __future__ import annotations
@@ -93,8 +95,21 @@ def task_root(tmp_path: Path) -> Path:
         shutil.copytree(
             ROOT / package, root / package, ignore=shutil.ignore_patterns("__pycache__")
         )
-    shutil.copy(ROOT / "infra" / "image_check.py", tmp_path / "image_check.py")
+    for script in ("image_check.py", "stage_model.py"):
+        shutil.copy(ROOT / "infra" / script, tmp_path / script)
     return root
+
+
+def stage(python: str, task_root: Path, *paths: Path, published: Path, version: str) -> Path:
+    """The Dockerfile's staging step, on the image's Python: the worker's files only."""
+    model = published.parent / "model"
+    command = [python, "-I", "-S", str(task_root.parent / "stage_model.py")]
+    for path in paths:
+        command += ["--path", str(path)]
+    command += [str(published), version, str(model)]
+    completed = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    return model
 
 
 def run_check(python: str, task_root: Path, *paths: Path, model: Path, version: str):
@@ -111,11 +126,12 @@ def test_the_worker_imports_and_runs_its_model_with_only_the_image_wheels(
     image_site: tuple[str, Path], task_root: Path, tmp_path: Path
 ) -> None:
     python, site = image_site
-    version = publish_tiny_artifact(tmp_path / "model")
-
-    completed = run_check(
-        python, task_root, task_root, site, model=tmp_path / "model", version=version
+    version = publish_tiny_artifact(tmp_path / "published", unfamiliarity=True)
+    model = stage(
+        python, task_root, task_root, site, published=tmp_path / "published", version=version
     )
+
+    completed = run_check(python, task_root, task_root, site, model=model, version=version)
 
     assert completed.returncode == 0, completed.stderr[-3000:]
     assert f"image check: model {version} float32:" in completed.stdout
@@ -129,10 +145,13 @@ def test_the_worker_imports_and_runs_its_model_with_only_the_image_wheels(
 def test_the_check_fails_when_a_dependency_is_missing(
     image_site: tuple[str, Path], task_root: Path, tmp_path: Path
 ) -> None:
-    python, _ = image_site
-    version = publish_tiny_artifact(tmp_path / "model")
+    python, site = image_site
+    version = publish_tiny_artifact(tmp_path / "published")
+    model = stage(
+        python, task_root, task_root, site, published=tmp_path / "published", version=version
+    )
 
-    completed = run_check(python, task_root, task_root, model=tmp_path / "model", version=version)
+    completed = run_check(python, task_root, task_root, model=model, version=version)
 
     assert completed.returncode != 0
     assert "ModuleNotFoundError" in completed.stderr

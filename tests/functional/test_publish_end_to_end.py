@@ -11,6 +11,10 @@ from sklearn import metrics as skm
 
 from contracts.artifact import load_artifact
 from model_build.data.dataset import discover
+from model_build.data.prepare import run_split
+from model_build.evaluation.evaluate import evaluate_run
+from model_build.release.export import export_run, keras_predict
+from model_build.release.publish import PublishError, publish_run
 from model_build.run_folder import RunFolder
 from sample_data.photos import generate_dataset
 
@@ -22,7 +26,7 @@ VAL_PER_LABEL = 4
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     keras = pytest.importorskip("keras")
-    from keras import layers
+    from keras import layers  # noqa: PLC0415 — TensorFlow takes seconds to load; only the steps that use it pay for it
 
     base = tmp_path_factory.mktemp("e2e")
     data = generate_dataset(
@@ -54,12 +58,7 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_evaluate_export_publish_load(tiny_run: Path, tmp_path: Path) -> None:
-    import keras
-
-    from model_build.data.prepare import run_split
-    from model_build.evaluation.evaluate import evaluate_run
-    from model_build.release.export import export_run, keras_predict
-    from model_build.release.publish import PublishError, publish_run
+    import keras  # noqa: PLC0415 — TensorFlow takes seconds to load; only the steps that use it pay for it
 
     metrics = evaluate_run(tiny_run, target_precision=0.9)
 

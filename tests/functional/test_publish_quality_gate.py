@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 
 from contracts.artifact import load_artifact
+from handler.cold_start import load_model
+from handler.settings import WorkerSettings
 from model_build import publish as publish_command
 from model_build.data.dataset import discover
 from model_build.data.splits import assign_roles
@@ -117,9 +119,6 @@ def test_another_seed_no_longer_skips_the_comparison_with_latest(
 def test_worker_applies_the_calibration_of_the_variant_it_runs(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from handler.cold_start import load_model
-    from handler.settings import WorkerSettings
-
     run_dir = write_tiny_run(tmp_path / "run", temperature=1.5, review_threshold=0.4)
     export = json.loads((run_dir / "export.json").read_text())
     export["int8_calibration"] = {

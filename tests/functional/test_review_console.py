@@ -24,6 +24,8 @@ from PIL import Image
 from contracts.catalogue import CatalogueItem, LabelScore, Status, event_order, utc_now
 from contracts.catalogue_table import read_item, write_item
 from local_stack.resources import create_local_resources
+from review import server as server_module
+from review.__main__ import main
 from review.console import Console, check_photo_key, shortcuts
 from review.server import ReviewServer
 
@@ -288,8 +290,6 @@ def test_malformed_requests_get_a_4xx_answer(running: Running) -> None:
 
 
 def test_an_idle_connection_is_closed(running: Running, monkeypatch: pytest.MonkeyPatch) -> None:
-    from review import server as server_module
-
     assert server_module.ReviewHandler.timeout == server_module.CONNECTION_TIMEOUT
     monkeypatch.setattr(server_module.ReviewHandler, "timeout", 0.5)
     host, port = running.server.server_address[:2]
@@ -332,8 +332,6 @@ def test_letters_never_change_when_an_unknown_label_appears(running: Running) ->
 
 
 def test_against_aws_the_reviewer_is_not_self_chosen(capsys: pytest.CaptureFixture[str]) -> None:
-    from review.__main__ import main
-
     with pytest.raises(SystemExit) as stopped:
         main(["--table", "t", "--bucket", "b", "--reviewer", "someone-else"])
     assert stopped.value.code == 2

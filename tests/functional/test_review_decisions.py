@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
 from typing import Any
 
-import boto3
 import pytest
-from moto import mock_aws
 
 from contracts.catalogue import (
     CatalogueItem,
@@ -20,7 +17,6 @@ from contracts.catalogue import (
     utc_now,
 )
 from contracts.catalogue_table import read_item, write_item
-from local_stack.resources import create_local_resources
 from review.decisions import (
     NOT_A_PRODUCT,
     UNUSABLE,
@@ -35,16 +31,6 @@ from review.leases import claim_one
 pytestmark = pytest.mark.functional
 BUCKET = "momee-uploads-local"
 LABELS = frozenset({"stroller", "walkers", "bouncer", "bathtub"})
-
-
-@pytest.fixture
-def table() -> Iterator[tuple[Any, str]]:
-    with mock_aws():
-        dynamodb = boto3.client("dynamodb")
-        resources = create_local_resources(
-            s3_client=boto3.client("s3"), sqs_client=boto3.client("sqs"), dynamodb_client=dynamodb
-        )
-        yield dynamodb, resources.table_name
 
 
 def unsure(key: str = "uploads/a.jpg", *, sequencer: str = "0B", etag: str = "e1", **changes: Any):

@@ -65,9 +65,7 @@ def _command(data: Path, out: Path, cache: Path) -> list[str]:
 
 
 def _environment() -> dict[str, str]:
-    environment = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    environment.pop("MODEL_BUILD_TEST_KILL_AT", None)
-    return environment
+    return {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
 
 
 def _history(run_dir: Path) -> list[dict]:
@@ -198,7 +196,7 @@ def test_a_run_killed_mid_epoch_resumes_and_matches_an_uninterrupted_one(
 
 def test_each_epoch_order_and_views_depend_on_seed_and_epoch_only() -> None:
     """The pipeline alone: epoch 2 is the same whether epochs 0 and 1 ran in this process."""
-    from model_build.data.pipeline import EpochRandomness, train_dataset
+    from model_build.data.pipeline import EpochRandomness, train_dataset  # noqa: PLC0415 — model_build.data.pipeline loads TensorFlow; this module stays light without it
 
     rng = np.random.default_rng(0)
     pixels = rng.integers(0, 256, size=(20, 16, 16, 3), dtype=np.uint8)
@@ -224,7 +222,7 @@ def test_each_epoch_order_and_views_depend_on_seed_and_epoch_only() -> None:
 
 def test_cached_feature_batches_of_an_epoch_do_not_depend_on_the_start_epoch() -> None:
     """--feature-cache-views: one iterator spans all epochs; a resume starts it at its epoch."""
-    from model_build.training.feature_cache import head_train_dataset
+    from model_build.training.feature_cache import head_train_dataset  # noqa: PLC0415 — model_build.training.feature_cache loads TensorFlow; this module stays light without it
 
     views, count, batch_size = 3, 10, 4
     features = np.arange(views * count * 2, dtype=np.float16).reshape(views * count, 1, 1, 2)

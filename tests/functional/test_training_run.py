@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from model_build import train
+from model_build.release import publish
 from sample_data.photos import generate_dataset
 
 REPOSITORY_ROOT = Path(__file__).resolve().parents[2]
@@ -88,17 +89,18 @@ def test_resume_after_sigkill_continues_from_the_last_completed_epoch(
     tiny_data: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "run"
-    command = [
-        sys.executable, "-m", "model_build.train",
+    arguments = [
         *_arguments(tiny_data, out, tmp_path / "cache", "--epochs", "4", "--seed", "2"),
         "--stop-train-accuracy", "1.1", "--early-stopping-patience", "100",
     ]  # fmt: skip
+    command = [sys.executable, "-m", "model_build.train", *arguments]
     environment = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
 
     killed = subprocess.run(
-        command,
+        # SIGKILLed after the second batch of the third epoch (tests/support/killed_training.py).
+        [sys.executable, "-m", "tests.support.killed_training", "2:1", *arguments],
         cwd=REPOSITORY_ROOT,
-        env={**environment, "MODEL_BUILD_TEST_KILL_AT": "2:1"},  # mid third epoch
+        env=environment,
         capture_output=True,
         text=True,
         timeout=300,
@@ -122,7 +124,6 @@ def test_train_publish_refused_by_the_gate_exits_non_zero(
     tiny_data: Path, tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # GIVEN a gate that refuses this model (as it refuses one worse than latest)
-    from model_build.release import publish
 
     def refuse(*_args, **_kwargs):
         raise publish.PublishError("quality gate: accuracy is below latest's (--force ...)")

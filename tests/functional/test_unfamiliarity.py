@@ -10,15 +10,22 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
+from contracts import catalogue_table
 from contracts.catalogue import Status
 from contracts.image import DecodedImage
 from contracts.unfamiliarity import REASON_UNFAMILIAR, UnfamiliarityScorer
+from handler.classifier import Classifier
+from handler.events import S3Record
+from handler.worker import Worker, _Fetched
 from model_build.evaluation.unfamiliarity import (
     auroc,
     fit_mahalanobis,
     fit_scorer,
     fpr_at_familiar_recall,
+    pooled_feature_model,
+    pooled_features,
 )
+from model_build.release.export import convert_float32, keras_predict, tflite_predict
 
 pytestmark = pytest.mark.functional
 LABELS = ("red", "green", "blue")
@@ -71,10 +78,7 @@ def test_auroc_and_fpr_match_their_definitions() -> None:
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory: pytest.TempPathFactory):
     keras = pytest.importorskip("keras")
-    from keras import layers
-
-    from model_build.evaluation.unfamiliarity import pooled_feature_model, pooled_features
-    from model_build.release.export import convert_float32, keras_predict, tflite_predict
+    from keras import layers  # noqa: PLC0415 — TensorFlow takes seconds to load; only the steps that use it pay for it
 
     keras.utils.set_random_seed(0)
     backbone_in = keras.Input((224, 224, 3))
@@ -116,11 +120,6 @@ def exported(tmp_path_factory: pytest.TempPathFactory):
 
 
 def test_worker_sends_unfamiliar_photos_to_review_with_the_reason(exported, monkeypatch) -> None:
-    from contracts import catalogue_table
-    from handler.classifier import Classifier
-    from handler.events import S3Record
-    from handler.worker import Worker, _Fetched
-
     path, scorer, familiar = exported
     rng = np.random.default_rng(5)
     unfamiliar = rng.integers(0, 255, (10, 224, 224, 3)).astype(np.uint8)  # noise, not a colour

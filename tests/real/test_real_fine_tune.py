@@ -20,10 +20,18 @@ import json
 import os
 from pathlib import Path
 
+import keras
 import numpy as np
 import pytest
 
 from bench.real_photos import GROCERY, WEIGHTS, real_material_missing
+from contracts.catalogue import Status
+from local_stack.stack import run_local_stack
+from model_build import train
+from model_build.data.prepare import run_split
+from model_build.run_folder import RunFolder
+from model_build.training.feature_cache import compute_features
+from model_build.training.model import build_classifier
 
 pytestmark = [
     pytest.mark.real,
@@ -46,7 +54,6 @@ def _subset(root: Path) -> Path:
 
 def test_a_short_fine_tune_beats_the_frozen_head_and_catalogues(tmp_path: Path) -> None:
     """One run (so parallel test workers never train it twice), then the checks below."""
-    from model_build import train
 
     data = _subset(tmp_path / "data")
     run_dir, artifacts = tmp_path / "run", tmp_path / "artifacts"
@@ -72,12 +79,6 @@ def _frozen_head_accuracy(run_dir: Path) -> float:
     """The same gap head on the frozen ImageNet backbone, trained on the run's own train photos
     (two augmented views, as the fine-tune), the epoch chosen on the run's selection photos;
     accuracy on the run's held-out photos."""
-    import keras
-
-    from model_build.data.prepare import run_split
-    from model_build.run_folder import RunFolder
-    from model_build.training.feature_cache import compute_features
-    from model_build.training.model import build_classifier
 
     keras.utils.set_random_seed(0)
     classifier = build_classifier(
@@ -121,8 +122,6 @@ def _accuracy(head, features: np.ndarray, labels: np.ndarray) -> float:
 
 
 def _catalogued_on_the_local_stack(data: Path, artifacts: Path, uploads: Path) -> None:
-    from contracts.catalogue import Status
-    from local_stack.stack import run_local_stack
 
     uploads.mkdir()
     photos = {}

@@ -19,6 +19,13 @@ import numpy as np
 import pytest
 
 from bench.real_photos import GROCERY, WEIGHTS, real_material_missing
+from contracts.artifact import load_artifact
+from contracts.catalogue import Status
+from local_stack.stack import run_local_stack
+from model_build import train
+from model_build.data.prepare import run_split
+from model_build.run_folder import RunFolder
+from sample_data.photos import draw_sample_image
 
 pytestmark = [
     pytest.mark.real,
@@ -48,8 +55,6 @@ def test_real_photos_train_export_publish_and_catalogue(tmp_path: Path) -> None:
 
 
 def _train(base: Path) -> tuple[Path, Path, Path]:
-    from model_build import train
-
     data = _subset(base / "data")
     arguments = [
         "--data", str(data), "--weights", str(WEIGHTS), "--feature-cache-views", "1",
@@ -61,10 +66,10 @@ def _train(base: Path) -> tuple[Path, Path, Path]:
 
 
 def _real_weights_learn_far_above_the_random_backbone_control(real_run) -> None:
-    import keras
+    import keras  # noqa: PLC0415 — TensorFlow takes seconds to load; only the steps that use it pay for it
 
-    from model_build.training.feature_cache import compute_features
-    from model_build.training.model import build_head, build_model
+    from model_build.training.feature_cache import compute_features  # noqa: PLC0415 — model_build.training.feature_cache loads TensorFlow; this module stays light without it
+    from model_build.training.model import build_head, build_model  # noqa: PLC0415 — model_build.training.model loads TensorFlow; this module stays light without it
 
     _, run_dir, _ = real_run
     metrics = json.loads((run_dir / "metrics.json").read_text())
@@ -75,8 +80,6 @@ def _real_weights_learn_far_above_the_random_backbone_control(real_run) -> None:
     # without fine-tuning trained; now refused by the command itself).
     keras.utils.set_random_seed(0)
     control = build_model("mobilenet_v2", num_classes=len(LABELS), weights=None)
-    from model_build.data.prepare import run_split
-    from model_build.run_folder import RunFolder
 
     run = RunFolder(run_dir)
     train_split, held_split = (run_split(run, name) for name in ("train", "held_out"))
@@ -98,8 +101,6 @@ def _real_weights_learn_far_above_the_random_backbone_control(real_run) -> None:
 
 
 def _float32_tflite_agrees_with_keras_and_the_artifact_records_its_evaluation(real_run) -> None:
-    from contracts.artifact import load_artifact
-
     _, run_dir, artifacts = real_run
     export = json.loads((run_dir / "export.json").read_text())
     assert export["float32_agreement"] == 1.0
@@ -114,10 +115,6 @@ def _float32_tflite_agrees_with_keras_and_the_artifact_records_its_evaluation(re
 def _the_published_model_catalogues_real_photos_on_the_local_stack(
     real_run, tmp_path: Path
 ) -> None:
-    from contracts.catalogue import Status
-    from local_stack.stack import run_local_stack
-    from sample_data.photos import draw_sample_image
-
     data, _, artifacts = real_run
     uploads = tmp_path / "uploads"
     uploads.mkdir()

@@ -20,6 +20,7 @@ import boto3
 import pytest
 
 from contracts.artifact import load_artifact
+from local_stack.stack import moto_server
 from model_build.release.publish import publish_run
 from tests.support.tiny_artifact import REPOSITORY_ROOT, write_tiny_run
 
@@ -119,8 +120,6 @@ def test_killing_a_folder_publish_at_each_step(run_dir, tmp_path):
 
 
 def test_killing_an_s3_publish_at_each_step(run_dir, tmp_path):
-    from local_stack.stack import moto_server
-
     with moto_server() as endpoint_url:
         s3 = boto3.client("s3", endpoint_url=endpoint_url, region_name="eu-west-1")
         environment = {**os.environ, "AWS_ENDPOINT_URL": endpoint_url}

@@ -29,6 +29,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
+from handler import app
+from local_stack.stack import LocalContext
+
 CGROUP_ROOT: Final[Path] = Path("/sys/fs/cgroup")
 MIB: Final[int] = 1024 * 1024
 
@@ -151,8 +154,6 @@ def _status_mb(field: str) -> float:
 def main() -> None:
     """The child: the real handler on one SQS event (a JSON file), like one Lambda invocation."""
     event = json.loads(Path(sys.argv[1]).read_text())
-    from handler import app
-    from local_stack.stack import LocalContext
 
     response = app.lambda_handler(event, LocalContext())
     print(

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
+from model_build.evaluate import main
 from model_build.evaluation.evaluate import evaluate_predictions
 from model_build.evaluation.metrics import (
     classification_report,
@@ -174,7 +175,5 @@ def test_shape_mismatch_is_a_clear_error(tmp_path: Path) -> None:
 
 
 def test_cli_on_a_folder_that_is_not_a_run(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    from model_build.evaluate import main
-
     assert main([str(tmp_path)]) == 2
     assert "no labels.json" in capsys.readouterr().err

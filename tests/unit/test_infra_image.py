@@ -109,12 +109,15 @@ def test_the_image_installs_exactly_the_locked_set_with_hashes() -> None:
 
 def test_the_image_is_built_from_the_lambda_python_base_and_runs_the_handler() -> None:
     steps = instructions()
-    froms = [arguments for instruction, arguments in steps if instruction == "FROM"]
-    assert len(froms) == 1
+    froms = [arguments.split() for instruction, arguments in steps if instruction == "FROM"]
+    # One base image; the model stage and the final image build on the worker stage.
+    base, *later = froms
     # A digest pin (docs/operations.md, "Pin the base image") is welcome; the tag stays readable.
     assert re.fullmatch(
-        r"public\.ecr\.aws/lambda/python:3\.12-(arm64|x86_64)(@sha256:[0-9a-f]{64})?", froms[0]
+        r"public\.ecr\.aws/lambda/python:3\.12-(arm64|x86_64)(@sha256:[0-9a-f]{64})?", base[0]
     )
+    assert base[1:] == ["AS", "worker"]
+    assert later == [["worker", "AS", "model"], ["worker"]]
     assert steps[-1] == ("CMD", '["handler.app.lambda_handler"]')
 
 
@@ -125,12 +128,18 @@ def test_the_image_copies_the_worker_contracts_and_one_model_version() -> None:
     assert {"handler/", "contracts/"} <= sources
     assert ("ARG", "MODEL_VERSION") in steps
     model_sources = [s for s in sources if s.startswith("artifacts/")]
-    assert model_sources
-    assert all(s.startswith("artifacts/${MODEL_VERSION}/") for s in model_sources)
-    assert any(s.endswith("model*.tflite") for s in model_sources)
-    assert ("ENV", "MODEL_URI=/opt/model") in steps
-    # latest.json is written next to the version so the loader's folder layout holds.
-    assert any(i == "RUN" and "/opt/model/latest.json" in a for i, a in steps)
+    # The version folder goes to the model stage; infra/stage_model.py picks the worker's files
+    # (contracts.artifact.worker_files) and writes latest.json; only /opt/model reaches the image.
+    assert model_sources == ["artifacts/${MODEL_VERSION}/"]
+    stages = [i for i, (instruction, _) in enumerate(steps) if instruction == "FROM"]
+    model_stage = range(stages[1], stages[2])
+    (copy_index,) = [i for i, (_, a) in enumerate(steps) if "artifacts/${MODEL_VERSION}/" in a]
+    assert copy_index in model_stage
+    (stage_run,) = [i for i, (c, a) in enumerate(steps) if c == "RUN" and "stage_model.py" in a]
+    assert stage_run in model_stage
+    assert shlex.split(steps[stage_run][1])[-1] == "/opt/model"
+    assert ("COPY", "--from=model /opt/model /opt/model") in steps[stages[2] :]
+    assert ("ENV", "MODEL_URI=/opt/model") in steps[stages[2] :]
     assert not any("model_build" in a or "tests" in a.split() for _, a in steps)
 
 
@@ -183,11 +192,7 @@ def test_the_model_version_check_step_runs_as_written(value: str, accepted: bool
 
 def test_the_build_imports_the_worker_and_loads_the_model_before_the_image_is_done() -> None:
     steps = instructions()
-    model_copy = next(
-        i
-        for i, (instruction, arguments) in enumerate(steps)
-        if instruction == "COPY" and "artifacts/${MODEL_VERSION}" in arguments
-    )
+    model_copy = steps.index(("COPY", "--from=model /opt/model /opt/model"))
     check_copy = steps.index(("COPY", "infra/image_check.py /tmp/image_check.py"))
     (check_run,) = [
         i
@@ -204,6 +209,7 @@ def test_the_build_imports_the_worker_and_loads_the_model_before_the_image_is_do
     # After every COPY of code and model: nothing the check did not see reaches the image.
     assert all(instruction != "COPY" or i <= check_copy for i, (instruction, _) in enumerate(steps))
     assert not ignored("infra/image_check.py")
+    assert not ignored("infra/stage_model.py")
     assert ignored("infra/abi.py")
     assert ignored("infra/base_image.json")
 
@@ -251,6 +257,7 @@ def ignored(path: str) -> bool:
         "artifacts/20261124T014800Z-3fa9c1d2/model_int8.tflite",
         "artifacts/20261124T014800Z-3fa9c1d2/labels.json",
         "artifacts/20261124T014800Z-3fa9c1d2/manifest.json",
+        "artifacts/20261124T014800Z-3fa9c1d2/unfamiliarity.npz",
     ],
 )
 def test_build_context_sends_what_the_dockerfile_copies(path: str) -> None:

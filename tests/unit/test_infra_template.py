@@ -7,7 +7,12 @@ bucket <-> queue wiring and the names the worker and the local stack rely on.
 
 from __future__ import annotations
 
+import json
+import os
 import re
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -386,8 +391,10 @@ def test_function_settings_come_from_parameters_and_refs() -> None:
 def test_architecture_matches_the_dockerfile_base_image() -> None:
     (architecture,) = properties("CatalogueFunction")["Architectures"]
     dockerfile = (TEMPLATE_PATH.parent / "infra" / "Dockerfile").read_text()
-    (base,) = re.findall(r"^FROM\s+(\S+)", dockerfile, flags=re.MULTILINE)
+    # The first FROM is the base image; later stages build on it by its stage name.
+    base, *stages = re.findall(r"^FROM\s+(\S+)", dockerfile, flags=re.MULTILINE)
     assert base.endswith(f"-{architecture}"), base
+    assert all("/" not in stage for stage in stages), stages
 
 
 def test_log_group_has_retention_and_is_the_functions() -> None:
@@ -877,12 +884,6 @@ def test_sam_transform_runs_the_hook_before_traffic_and_rolls_back_on_the_new_ve
 def sam_transformed_template() -> dict[str, Any]:
     """Run aws-sam-translator on template.yaml, in this interpreter or in SAM_TRANSLATOR_PYTHON
     (its pydantic pin clashes with the worker's, so it may live in a virtualenv of its own)."""
-    import json
-    import os
-    import shutil
-    import subprocess
-    import sys
-
     candidates = [os.environ.get("SAM_TRANSLATOR_PYTHON"), sys.executable]
     candidates.append(shutil.which("sam") and str(Path(shutil.which("sam")).parent / "python"))
     script = (

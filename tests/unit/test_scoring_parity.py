@@ -13,6 +13,7 @@ import pytest
 from handler.classifier import Classifier, calibrate, predictions
 from model_build.evaluation.calibration import apply_temperature, fit_temperature
 from model_build.evaluation.metrics import top_k_accuracy
+from model_build.release.export import tflite_predict
 from tests.support.tiny_artifact import LABELS, tiny_model_files
 
 
@@ -71,8 +72,6 @@ def test_top_k_ranks_labels_the_same_way_including_ties() -> None:
 
 
 def test_export_and_the_worker_get_the_same_outputs_from_a_tflite_file(tmp_path) -> None:
-    from model_build.release.export import tflite_predict
-
     path = tmp_path / "model.tflite"
     path.write_bytes(tiny_model_files()["model.tflite"])
     images = np.random.default_rng(3).integers(0, 256, (11, 224, 224, 3), dtype=np.uint8)

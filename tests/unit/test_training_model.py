@@ -7,9 +7,11 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
+from keras.src.utils import file_utils
 
 from model_build import train
-from model_build.training.model import WeightsUnavailable, build_model
+from model_build.training.fit import unfreeze_top_layers
+from model_build.training.model import WeightsUnavailable, build_model, parts_of
 from sample_data.photos import generate_dataset
 
 
@@ -50,7 +52,6 @@ def test_scaling_is_inside_and_uint8_is_accepted() -> None:
 
 def _offline(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """Make every Keras download fail as it does without network (nothing leaves the machine)."""
-    from keras.src.utils import file_utils
 
     def unreachable(fname, origin, *args, **kwargs):
         raise Exception(f"URL fetch failure on {origin}: None -- [Errno -3] Temporary failure")
@@ -97,9 +98,6 @@ def test_missing_weights_file_is_a_clear_error(tmp_path: Path) -> None:
 
 
 def test_fine_tuning_unfreezes_the_top_layers_but_never_batch_norm() -> None:
-    from model_build.training.fit import unfreeze_top_layers
-    from model_build.training.model import parts_of
-
     model = build_model("mobilenet_v2", num_classes=14, weights=None)
     backbone = parts_of(model).backbone
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from model_build.data.rowfile import RowFile, RowWriter
-from model_build.training.feature_cache import write_view
+from model_build.training.feature_cache import head_eval_dataset, head_train_dataset, write_view
 
 
 def test_row_file_reads_what_numpy_wrote_in_any_order(tmp_path: Path) -> None:
@@ -66,8 +66,6 @@ def test_a_view_resumes_where_it_stopped_and_is_reused_once_complete(tmp_path: P
 
 
 def test_head_batches_read_views_from_row_files_without_stacking_them(tmp_path: Path) -> None:
-    from model_build.training.feature_cache import head_eval_dataset, head_train_dataset
-
     count, views = 6, 2
     parts = []
     for view in range(views):
