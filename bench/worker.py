@@ -28,7 +28,16 @@ function and calibration, but the ``.keras`` model under full TensorFlow) — it
   ``handler.app.lambda_handler`` in batches of 10: images/s over the drain, and GB-seconds per
   1,000 images = peak RSS of the worker process × time spent inside the handler.
 
+* **the decoders' isolation** (issue 17), litert-f32 only, each mode in a fresh process: the
+  worker's decoder processes (:class:`handler.decode_pool.DecodePool`) against decoding in the
+  function's own process (``contracts.image.decode_image``, as before issue 17): added cold start
+  (starting the decoder processes), warm time per 12 MP photo, per photo in a batch of ten
+  distinct 12 MP photos (fetch threads + one inference), and the function's peak memory for
+  that batch (this process's VmHWM plus, with isolation, each decoder's peak: an upper bound, as
+  the peaks need not coincide). Ratios isolation ÷ in-process.
+
 Prints a table with the ratios and targets and writes ``bench/results/worker.json``.
+``--isolation-only`` measures only the last part.
 """
 
 from __future__ import annotations
@@ -42,6 +51,7 @@ import resource
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -52,10 +62,16 @@ import numpy as np
 from PIL import Image
 
 from contracts.artifact import RUNTIME_FILES, load_artifact
-from contracts.image import decode_image, image_to_tensor
+from contracts.image import (
+    DEFAULT_MAX_IMAGE_BYTES,
+    DEFAULT_MAX_IMAGE_PIXELS,
+    decode_image,
+    image_to_tensor,
+)
 from handler import app
 from handler.classifier import calibrate, predictions
 from handler.cold_start import CLIENT_CONFIG, load_model
+from handler.decode_pool import DecodePool
 from handler.settings import load_settings
 from handler.worker import IO_THREADS, Worker
 from local_stack.resources import LocalNames, create_local_resources
@@ -388,6 +404,111 @@ def measure_stack(folder: Path, uploads: int) -> dict[str, dict[str, Any]]:
     return results
 
 
+def _batch_photos(photos: Path, count: int = 10) -> list[Path]:
+    """``count`` distinct 12 MP phone JPEGs, made once and cached beside the others."""
+    paths = []
+    for index in range(count):
+        path = photos / f"12mp-batch-{index}.jpg"
+        if not path.is_file():
+            path.write_bytes(phone_jpeg(PHOTO_SIZES["12mp"], seed=200 + index, label_index=index))
+        paths.append(path)
+    return paths
+
+
+def _child_isolation(mode: str, photos: Path) -> dict[str, Any]:
+    """One mode of the isolation measurement: ``in-process`` or ``decoder-processes``."""
+    classifier, _artifact = _load_classifier("litert-f32")
+    limits = {"max_bytes": DEFAULT_MAX_IMAGE_BYTES, "max_pixels": DEFAULT_MAX_IMAGE_PIXELS}
+    decoder_peaks: dict[int, int] = {}
+    started = time.perf_counter()
+    if mode == "decoder-processes":
+        pool = DecodePool(function_memory_mb=1024)
+        pool.start()
+
+        def decode(data: bytes) -> np.ndarray:
+            attempt = pool.decode(data, **limits)
+            if attempt.decoded is None:
+                raise RuntimeError(f"decode failed: {attempt.status} {attempt.detail}")
+            slot = threading.get_ident()
+            decoder_peaks[slot] = max(decoder_peaks.get(slot, 0), attempt.peak_rss_bytes or 0)
+            return attempt.decoded.pixels
+
+    else:
+
+        def decode(data: bytes) -> np.ndarray:
+            return decode_image(data, **limits).pixels
+
+    added_cold_start = time.perf_counter() - started
+    single = (photos / "12mp.jpg").read_bytes()
+    decode(single)  # warm
+    timings = []
+    for _ in range(WARM_REPEATS):
+        t0 = time.perf_counter()
+        classifier.predict(decode(single)[None])
+        timings.append(time.perf_counter() - t0)
+    batch = [path.read_bytes() for path in _batch_photos(photos)]
+    batch_timings = []
+    with ThreadPoolExecutor(max_workers=IO_THREADS) as threads:
+        for _ in range(3):
+            t0 = time.perf_counter()
+            pixels = list(threads.map(decode, batch))
+            classifier.predict(np.stack(pixels))
+            batch_timings.append((time.perf_counter() - t0) / len(batch))
+    # At most DECODE_PROCESSES decoders run at once; their peaks (per decode) are summed.
+    decoders_mb = sum(sorted(decoder_peaks.values())[-2:]) / 2**20
+    return {
+        "added_cold_start_s": added_cold_start,
+        "warm_12mp_ms": statistics.median(timings) * 1000,
+        "batch10_12mp_ms": statistics.median(batch_timings) * 1000,
+        "function_peak_mb": peak_rss_mb() + decoders_mb,
+        "decoders_peak_mb": decoders_mb,
+    }
+
+
+def measure_isolation(folder: Path) -> dict[str, Any]:
+    photos = folder / "photos"
+    _batch_photos(photos)
+    results: dict[str, Any] = {}
+    for mode in ("in-process", "decoder-processes"):
+        environment = _variant_environment("litert-f32", folder / "artifacts")
+        results[mode] = _run_child(["--child-isolation", mode, str(photos)], environment)
+        result = results[mode]
+        print(
+            f"  {mode:18s} added cold start {result['added_cold_start_s']:.2f} s, "
+            f"warm 12MP {result['warm_12mp_ms']:.1f} ms, "
+            f"batch of ten 12MP {result['batch10_12mp_ms']:.1f} ms/photo, "
+            f"function peak {result['function_peak_mb']:.0f} MB",
+            flush=True,
+        )
+    isolated, plain = results["decoder-processes"], results["in-process"]
+    results["ratio"] = {
+        name: isolated[name] / plain[name]
+        for name in ("warm_12mp_ms", "batch10_12mp_ms", "function_peak_mb")
+    }
+    return results
+
+
+def print_isolation(isolation: dict[str, Any]) -> None:
+    plain, isolated, ratio = (
+        isolation["in-process"],
+        isolation["decoder-processes"],
+        isolation["ratio"],
+    )
+    print("\nisolation of decoding (issue 17), litert-f32: decoder processes vs in-process")
+    print(f"{'':42s}{'in-process':>14s}{'decoders':>14s}{'ratio':>10s}")
+    rows = [
+        ("added cold start, s", "added_cold_start_s", "{:.2f}"),
+        ("warm 12 MP (decode + infer), ms", "warm_12mp_ms", "{:.1f}"),
+        ("per photo, batch of ten 12 MP, ms", "batch10_12mp_ms", "{:.1f}"),
+        ("function peak memory, MB", "function_peak_mb", "{:.0f}"),
+    ]
+    for title, name, fmt in rows:
+        cell = f"{ratio[name]:.2f}×" if name in ratio else ""
+        print(
+            f"{title:42s}{fmt.format(plain[name]):>14s}{fmt.format(isolated[name]):>14s}{cell:>10s}"
+        )
+
+
 def print_report(report: dict[str, Any]) -> None:
     latency, stack = report["latency"], report.get("stack", {})
     rows = [
@@ -446,9 +567,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--uploads", type=int, default=1000)
     parser.add_argument("--repeats", type=int, default=3, help="fresh processes per cold start")
     parser.add_argument("--skip-stack", action="store_true")
+    parser.add_argument(
+        "--isolation-only", action="store_true", help="measure only the decoders' isolation"
+    )
     parser.add_argument("--build-model", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--child-latency", nargs=3, help=argparse.SUPPRESS)
     parser.add_argument("--child-stack", nargs=2, help=argparse.SUPPRESS)
+    parser.add_argument("--child-isolation", nargs=2, help=argparse.SUPPRESS)
     arguments = parser.parse_args(argv)
 
     if arguments.build_model:
@@ -463,6 +588,10 @@ def main(argv: list[str] | None = None) -> int:
         variant, queue_url = arguments.child_stack
         print("RESULT " + json.dumps(_child_stack(variant, queue_url)), flush=True)
         return 0
+    if arguments.child_isolation:
+        mode, photos = arguments.child_isolation
+        print("RESULT " + json.dumps(_child_isolation(mode, Path(photos))), flush=True)
+        return 0
 
     folder = prepare()
     report: dict[str, Any] = {
@@ -474,12 +603,19 @@ def main(argv: list[str] | None = None) -> int:
         "model": "MobileNetV2 + reference head, weights=None, 14 labels",
         "uploads": arguments.uploads,
     }
-    print(f"bench: latency and memory ({arguments.repeats} fresh processes per variant)")
-    report["latency"] = measure_latency(folder, arguments.repeats)
-    if not arguments.skip_stack:
-        print(f"bench: local stack, {arguments.uploads} uploads per variant")
-        report["stack"] = measure_stack(folder, arguments.uploads)
-    print_report(report)
+    if not arguments.isolation_only:
+        print(f"bench: latency and memory ({arguments.repeats} fresh processes per variant)")
+        report["latency"] = measure_latency(folder, arguments.repeats)
+        if not arguments.skip_stack:
+            print(f"bench: local stack, {arguments.uploads} uploads per variant")
+            report["stack"] = measure_stack(folder, arguments.uploads)
+        print_report(report)
+    print("bench: isolation of decoding (decoder processes vs in-process)")
+    report["isolation"] = measure_isolation(folder)
+    print_isolation(report["isolation"])
+    if arguments.isolation_only and RESULTS.is_file():
+        # Keep the other measurements of an earlier full run beside the new isolation figures.
+        report = json.loads(RESULTS.read_text()) | {"isolation": report["isolation"]}
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(report, indent=2) + "\n")
     print(f"\nwritten {RESULTS.relative_to(REPOSITORY_ROOT)}")

@@ -65,6 +65,10 @@ REVIEW_RECORD_PREFIX: Final[str] = "review#"
 # notification covers this prefix, and their items are never listed: neither index attribute is
 # ever written for them, so buyers and reviewers cannot see a deployment's check.
 PROBE_PREFIX: Final[str] = "deploy-probe/"
+# The worker's record of decode attempts that ended in a kill (handler.decode_attempts) lives in
+# the same table, under object ids with this prefix (no bucket name can contain "#"); it is no
+# catalogue item: readers that scan the table skip it, the sparse indexes never hold it.
+DECODE_ATTEMPTS_PREFIX: Final[str] = "decode-attempts#"
 
 
 class Status(enum.StrEnum):
@@ -365,11 +369,11 @@ def _read(kind: Any, value: Any) -> Any:
 
 def is_catalogue_item(attributes: dict[str, Any]) -> bool:
     """Whether a raw table item is a catalogue item (not a review record, see
-    :data:`REVIEW_RECORD_PREFIX`)."""
+    :data:`REVIEW_RECORD_PREFIX`, nor a decode-attempt record, :data:`DECODE_ATTEMPTS_PREFIX`)."""
     identity = attributes.get(OBJECT_ID)
     if isinstance(identity, dict):  # the low-level client's {"S": ...}
         identity = identity.get("S")
-    return not str(identity or "").startswith(REVIEW_RECORD_PREFIX)
+    return not str(identity or "").startswith((REVIEW_RECORD_PREFIX, DECODE_ATTEMPTS_PREFIX))
 
 
 def object_id(bucket: str, key: str) -> str:

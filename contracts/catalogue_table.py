@@ -215,7 +215,8 @@ def read_item(dynamodb: Any, table: str, bucket: str, key: str) -> CatalogueItem
 
 def scan_items(dynamodb: Any, table: str, *, include_deleted: bool = False) -> list[CatalogueItem]:
     """Every catalogue item of the table (for the local stack and tests; the app queries the GSIs),
-    without tombstones unless ``include_deleted`` and without the review console's records."""
+    without tombstones unless ``include_deleted``, without the review console's records and the
+    worker's decode-attempt records."""
     items: list[CatalogueItem] = []
     for page in dynamodb.get_paginator("scan").paginate(TableName=table, ConsistentRead=True):
         items.extend(

@@ -67,10 +67,12 @@ DEFAULT_MAX_IMAGE_PIXELS: Final[int] = 50_000_000
 # libjpeg-turbo's own fuzz targets stop at 500, its TJPARAM_SCANLIMIT defaults to no limit.
 MAX_JPEG_SCANS: Final[int] = 100
 
-# Formats a seller's camera or phone produces. Anything else Pillow happens to parse (EPS, ICO,
-# PSD, ...) is refused: those decoders are rarely exercised and some shell out or allocate freely.
+# Formats a seller's camera or phone produces (AVIF: Pillow 11.3+ reads it with its bundled
+# libavif; Android phones and web exports write it). Anything else Pillow happens to parse (EPS,
+# ICO, PSD, ...) is refused: those decoders are rarely exercised and some shell out or allocate
+# freely.
 SUPPORTED_FORMATS: Final[frozenset[str]] = frozenset(
-    {"JPEG", "MPO", "PNG", "WEBP", "GIF", "HEIF", "BMP", "TIFF"}
+    {"JPEG", "MPO", "PNG", "WEBP", "GIF", "HEIF", "AVIF", "BMP", "TIFF"}
 )
 
 # Decoding at reduced scale stops once the image would be smaller than this multiple of the output.
@@ -97,6 +99,10 @@ RejectionReason = Literal[
     "too_many_scans",
     "too_much_memory",
     "corrupt",
+    # Given by the worker, not by this module: the decoder process was killed for memory (or
+    # died) or for time on every attempt it had (handler.decode_attempts).
+    "too_large_to_decode",
+    "too_slow_to_decode",
 ]
 
 
@@ -421,6 +427,7 @@ def decode_cost(image: Image.Image) -> DecodeCost:
     * HEIF: libheif's decoded planes (up to 3 bytes per pixel at 4:4:4, 4 with alpha) and the
       RGB(A) buffer handed over (3-4 bytes per pixel) instead of the Pillow picture: Pillow's
       copy is skipped (see _heif_rows).
+    * AVIF: libavif's YUV planes and the RGB(A) buffer it converts them into.
     * WebP: Pillow's WebP decoder goes through libwebp's animation decoder, which keeps its own
       RGBA canvas, and a bytes copy of it: three more RGBA buffers.
     * TIFF: libtiff's strip or tile buffer, at most one more copy of the picture.
@@ -442,6 +449,10 @@ def decode_cost(image: Image.Image) -> DecodeCost:
         # (3 or 4), instead of Pillow's 4-byte storage counted above.
         channels = 4 if mode in ("RGBA", "LA") else 3
         extra = width * height * (2 * channels) - decoded
+    elif image_format == "AVIF":
+        # libavif's YUV planes (up to 3 bytes per pixel at 4:4:4, 4 with alpha) and the RGB(A)
+        # buffer it converts them into, beside Pillow's picture.
+        extra = width * height * (4 + 4)
     elif image_format == "WEBP":
         extra = width * height * 4 * 3
     elif image_format == "TIFF":

@@ -27,6 +27,7 @@ from __future__ import annotations
 import os
 import time
 from collections import Counter
+from dataclasses import replace
 from typing import Any, Final
 
 from aws_lambda_powertools import Logger, Metrics
@@ -139,7 +140,9 @@ def _handle_sqs(
                 "message is not an S3 event", message_id=message["messageId"], error=str(problem)
             )
             continue
-        records.extend(parsed)
+        # Above 1, the message was delivered before: its files may be what failed then.
+        receive_count = _receive_count(message)
+        records.extend(replace(record, receive_count=receive_count) for record in parsed)
         owners.extend([message["messageId"]] * len(parsed))
 
     results = worker.process(records, deadline)
@@ -162,6 +165,13 @@ def _handle_sqs(
     )
 
 
+def _receive_count(message: dict[str, Any]) -> int:
+    try:
+        return max(1, int(message.get("attributes", {}).get("ApproximateReceiveCount", 1)))
+    except (TypeError, ValueError, AttributeError):
+        return 1
+
+
 def _log_result(result: RecordResult, message_id: str | None) -> None:
     fields = {
         "message_id": message_id,
@@ -169,6 +179,18 @@ def _log_result(result: RecordResult, message_id: str | None) -> None:
         "object_key": result.record.key,
         "event_name": result.record.event_name,
     }
+    for kill in result.kills:
+        # Seen now, with the file's name, not as Lambda's error count an hour later.
+        logger.warning(
+            "decoder killed",
+            kind=kill.status,
+            detail=kill.detail,
+            alone=kill.exclusive,
+            memory_allowance_mb=kill.allowance_bytes // 2**20,
+            seconds=round(kill.wall_seconds, 2),
+            receive_count=result.record.receive_count,
+            **fields,
+        )
     if result.error is not None:
         logger.warning(
             "record failed; it will be retried",
@@ -202,6 +224,14 @@ OUTCOME_METRICS: Final[dict[str, str]] = {
 }
 
 
+# Decoder processes killed (handler.decode_pool), by kind: a crafted file shows up at once.
+KILL_METRICS: Final[dict[str, str]] = {
+    "memory": "DecoderKilledForMemory",
+    "time": "DecoderKilledForTime",
+    "crashed": "DecoderCrashed",
+}
+
+
 def _record_metrics(results: list[RecordResult], seconds: float, *, malformed: int = 0) -> None:
     counts = Counter(r.outcome.action for r in results if r.outcome is not None)
     for action, name in OUTCOME_METRICS.items():
@@ -215,6 +245,9 @@ def _record_metrics(results: list[RecordResult], seconds: float, *, malformed: i
         # Messages that are not S3 notifications: they fail alone and end in the DLQ.
         "MalformedMessages": malformed,
     }
+    kills = Counter(kill.status for result in results for kill in result.kills)
+    for kind, name in KILL_METRICS.items():
+        extra[name] = kills.get(kind, 0)
     for name, value in extra.items():
         metrics.add_metric(name=name, unit=MetricUnit.Count, value=value)
     metrics.add_metric(name="BatchLatency", unit=MetricUnit.Milliseconds, value=seconds * 1000)

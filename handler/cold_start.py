@@ -17,7 +17,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from contracts.artifact import Artifact, ArtifactError, load_artifact, worker_files
 from contracts.unfamiliarity import UnfamiliarityScorer
 from handler.classifier import Classifier
-from handler.decode_budget import DecodeBudget
+from handler.decode_pool import DecodePool
 from handler.deploy_settings import check_deploy_settings
 from handler.settings import ConfigurationError, WorkerSettings
 from handler.worker import Worker
@@ -99,6 +99,11 @@ def build_worker(
     review_threshold = settings.review_threshold
     if review_threshold is None:
         review_threshold = certified
+    decoders = DecodePool(
+        function_memory_mb=settings.aws_lambda_function_memory_size,
+        decode_seconds=settings.decode_seconds,
+    )
+    decoders.start()  # in the init phase on Lambda, which runs at full CPU
     return Worker(
         classifier=classifier,
         model_version=artifact.version,
@@ -108,6 +113,6 @@ def build_worker(
         dynamodb_client=dynamodb_client,
         max_image_bytes=settings.max_image_bytes,
         max_image_pixels=settings.max_image_pixels,
-        decode_budget=DecodeBudget.for_function_memory(settings.aws_lambda_function_memory_size),
+        decoders=decoders,
         threshold_certified=review_threshold == certified,
     )

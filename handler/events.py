@@ -43,6 +43,10 @@ class S3Record:
     size: int | None = None
     etag: str | None = None
     version_id: str | None = None
+    # How many times SQS has handed over the message carrying this record (its
+    # ApproximateReceiveCount attribute; 1 for a direct invocation). Above 1, the worker treats
+    # the object as a suspect: it may be what made an earlier attempt fail (handler.worker).
+    receive_count: int = 1
 
     @property
     def is_created(self) -> bool:

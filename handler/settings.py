@@ -12,13 +12,15 @@ Environment variables (names are the field names upper-cased):
   guarantee covers its own threshold only).
 * ``MAX_IMAGE_BYTES``  objects above this are REJECTED unread (default 20 MiB).
 * ``MAX_IMAGE_PIXELS`` images above this pixel count are REJECTED before decoding (default 50 MP).
+* ``DECODE_SECONDS``   per-file decode deadline, wall clock and CPU (default 20; issue 17,
+  :mod:`handler.decode_pool`).
 * ``LOG_LEVEL``        Powertools logger level (default INFO).
 * ``DEPLOY_SETTINGS``  the settings ``sam deploy`` gave this version (template.yaml); and
 * ``IMAGE_DEPLOY_SETTINGS`` the ones ``sam build`` baked into the image (infra/Dockerfile). When the
   image has them, the two must agree (:mod:`handler.deploy_settings`).
 * ``AWS_LAMBDA_FUNCTION_MEMORY_SIZE``  the function's memory in MB, set by Lambda itself (default
-  1024, the template's ``FunctionMemorySize``); the decode memory budget is derived from it
-  (:mod:`handler.decode_budget`).
+  1024, the template's ``FunctionMemorySize``); the decode memory budget is this minus what the
+  process and its decoders hold, measured (:mod:`handler.decode_pool`).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from contracts.image import DEFAULT_MAX_IMAGE_BYTES, DEFAULT_MAX_IMAGE_PIXELS
+from handler.decode_pool import DECODE_SECONDS
 
 
 class ConfigurationError(RuntimeError):
@@ -50,6 +53,7 @@ class WorkerSettings(BaseSettings):
     review_threshold: float | None = Field(default=None, ge=0.0, le=1.0)
     max_image_bytes: int = Field(default=DEFAULT_MAX_IMAGE_BYTES, gt=0)
     max_image_pixels: int = Field(default=DEFAULT_MAX_IMAGE_PIXELS, gt=0)
+    decode_seconds: float = Field(default=DECODE_SECONDS, gt=0, le=900)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     aws_lambda_function_memory_size: int = Field(default=1024, ge=128)
     deploy_settings: str | None = None

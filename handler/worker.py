@@ -9,35 +9,40 @@ For one invocation's records:
    (``too_large``) without being downloaded. Requests carry ``IfMatch`` with the event's ETag:
    an object that has been deleted (404) or replaced (412) since the event is skipped, because a
    newer event describes what is there now.
-   Pixels come from :func:`contracts.image.decode_image`, the function training uses, so
-   decompression bombs are refused by declared pixel count before any pixel is decoded.
-2. **One batched inference** for every decoded image of the invocation.
-3. **Conditional writes** (see :mod:`contracts.catalogue_table`), keys in parallel, each key's
-records
-   in order. A bad photo becomes a REJECTED item with its reason. A delete event first checks
-   that the key is really gone (``HeadObject``); if it was uploaded again since, the newer
-   upload's event governs the item; otherwise the item becomes a tombstone (``DELETED``, kept
-   for :data:`contracts.catalogue_table.TOMBSTONE_TTL_SECONDS`), so that a create read before the
-   delete
-   but written after it is stale instead of bringing the photo back.
+   Pixels come from :func:`contracts.image.decode_image`, the function training uses, run in a
+   **decoder process** under a memory limit, a CPU limit and a wall-clock deadline that the
+   operating system enforces (:mod:`handler.decode_pool`): whatever a crafted file does, only
+   that file fails. A file whose decoder keeps being killed becomes REJECTED
+   (``too_large_to_decode`` / ``too_slow_to_decode``) after
+   :data:`handler.decode_attempts.MAX_DECODE_ATTEMPTS` kills, counted in DynamoDB so that even
+   a death of this whole process is put down to the file on a later receive.
+2. **Inference as images arrive**: each batched inference takes every image decoded since the
+   last one, so a photo never waits for the slowest file of its batch.
+3. **Conditional writes** (see :mod:`contracts.catalogue_table`) on their own threads, a key as
+   soon as all its records of the batch are ready, each key's records in order. A bad photo
+   becomes a REJECTED item with its reason. A delete event first checks that the key is really
+   gone (``HeadObject``); if it was uploaded again since, the newer upload's event governs the
+   item; otherwise the item becomes a tombstone (``DELETED``, kept for
+   :data:`contracts.catalogue_table.TOMBSTONE_TTL_SECONDS`), so that a create read before the
+   delete but written after it is stale instead of bringing the photo back.
 
 A failure on one record (throttling, a 5xx, a timeout, anything unexpected) is kept as that
 record's error and does not stop the others; the caller reports it back to SQS.
 
-**Deadline.** The handler passes a :class:`Deadline` from the Lambda context's remaining time.
-Fetches and decodes not finished :data:`FETCH_RESERVE_SECONDS` before the end are given up
-(those not started are cancelled; one already decoding finishes in the background, as Python
-threads cannot be stopped) and no write starts later than :data:`WRITE_RESERVE_SECONDS` before
-the end. Records given up fail with :class:`DeadlineExceeded`, so SQS redelivers only their
-messages instead of the whole batch timing out.
+**Deadline.** The handler passes a :class:`Deadline` from the Lambda context's remaining time
+(``context.get_remaining_time_in_millis()``). Decodes still running
+:data:`FETCH_RESERVE_SECONDS` before the end are killed with their decoder process (no decode
+outlives its invocation, nor holds memory into the next one), and no write starts later than
+:data:`WRITE_RESERVE_SECONDS` before the end. Records given up fail with
+:class:`DeadlineExceeded`, and only their messages come back from SQS; what finished is written.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field, replace
 from typing import Any, Final, Literal
 
 import numpy as np
@@ -45,15 +50,17 @@ from botocore.exceptions import ClientError
 
 from contracts import catalogue_table
 from contracts.catalogue import CatalogueItem, Status, normalise_time, utc_now
-from contracts.image import DecodedImage, ImageRejected, decode_image, estimate_decode_memory
+from contracts.image import DecodedImage, ImageRejected
 from contracts.unfamiliarity import REASON_UNFAMILIAR
+from handler import decode_attempts
 from handler.classifier import Classifier, Prediction
-from handler.decode_budget import DecodeBudget
+from handler.decode_pool import DecodeAttempt, DecodePool
 from handler.events import S3Record
 
-# Threads for S3 reads + decoding, and for DynamoDB writes: the time is spent waiting on the
-# network and inside Pillow's decoders, which release the GIL.
+# Threads for S3 reads (each waits for a decoder process when it has its bytes), and, apart, for
+# DynamoDB writes: writes never queue behind a fetch or a decode.
 IO_THREADS: Final[int] = 4
+WRITE_THREADS: Final[int] = 4
 _MISSING_CODES: Final[frozenset[str]] = frozenset({"404", "NoSuchKey", "NotFound", "NoSuchVersion"})
 _REPLACED_CODES: Final[frozenset[str]] = frozenset({"412", "PreconditionFailed"})
 # GetObject on an object in S3 Glacier Flexible Retrieval, S3 Glacier Deep Archive or the
@@ -151,6 +158,17 @@ class RecordResult:
     record: S3Record
     outcome: Outcome | None = None
     error: BaseException | None = None
+    # Decoder processes killed (memory, time) or dead while decoding this record's object.
+    kills: tuple[DecodeAttempt, ...] = ()
+
+
+class DecodeKilled(RuntimeError):
+    """The decoder was killed on this file, which has attempts left: SQS delivers it again, and
+    that attempt runs alone (see :mod:`handler.decode_attempts`)."""
+
+    def __init__(self, message: str, kills: tuple[DecodeAttempt, ...]) -> None:
+        super().__init__(message)
+        self.kills = kills
 
 
 @dataclass(frozen=True)
@@ -160,6 +178,7 @@ class _Fetched:
     decoded: DecodedImage | None = None
     rejection: ImageRejected | ObjectRefused | None = None
     replaced: bool = False
+    kills: tuple[DecodeAttempt, ...] = field(default=())
 
 
 class _Replaced(Exception):
@@ -179,7 +198,7 @@ class Worker:
         max_image_bytes: int,
         max_image_pixels: int,
         io_threads: int = IO_THREADS,
-        decode_budget: DecodeBudget | None = None,
+        decoders: DecodePool | None = None,
         threshold_certified: bool = True,
     ) -> None:
         self.classifier = classifier
@@ -193,49 +212,48 @@ class Worker:
         self.dynamodb = dynamodb_client
         self.max_image_bytes = max_image_bytes
         self.max_image_pixels = max_image_pixels
-        # Decodes wait for, or are refused by, the container's memory budget (issue 9).
-        self.decode_budget = decode_budget or DecodeBudget.for_function_memory(1024)
-        # One pool for the container's lifetime (Lambda freezes it between invocations).
+        # Every decode runs in a decoder process under OS limits (issue 17).
+        self.decoders = decoders or DecodePool(function_memory_mb=1024)
+        # Pools for the container's lifetime (Lambda freezes them between invocations).
         self._pool = ThreadPoolExecutor(max_workers=io_threads, thread_name_prefix="worker-io")
+        self._writes = ThreadPoolExecutor(max_workers=WRITE_THREADS, thread_name_prefix="write")
 
     def close(self) -> None:
         self._pool.shutdown(wait=False)
+        self._writes.shutdown(wait=False)
+        self.decoders.close()
 
     def process(
         self, records: Sequence[S3Record], deadline: Deadline | None = None
     ) -> list[RecordResult]:
         """Process every record; the result list is in the same order as ``records``. Records not
-        reached before ``deadline`` fail with :class:`DeadlineExceeded`."""
+        reached before ``deadline`` fail with :class:`DeadlineExceeded`.
+
+        Decoded images are classified as they arrive (each inference takes what has arrived
+        since the last), and a key's records are written as soon as they are all ready, on
+        their own threads: a photo decoded in 0.2 s is written while a slow file still decodes.
+        """
         results: list[RecordResult | None] = [None] * len(records)
         fetched: dict[int, _Fetched] = {}
-        created = [i for i, record in enumerate(records) if record.is_created]
-        futures = {i: self._pool.submit(self._fetch, records[i]) for i in created}
-        for i, future in futures.items():
-            try:
-                value = _result_by(future, deadline)
-            except Exception as error:  # kept per record and reported to SQS
-                results[i] = RecordResult(records[i], error=error)
-                continue
-            if isinstance(value, Outcome):
-                results[i] = RecordResult(records[i], outcome=value)
-            else:
-                fetched[i] = value
-
-        decoded = [i for i, value in fetched.items() if value.decoded is not None]
         predictions: dict[int, Prediction] = {}
-        if decoded:
-            batch = np.stack([fetched[i].decoded.pixels for i in decoded])  # type: ignore[union-attr]
-            predictions = dict(zip(decoded, self.classifier.predict(batch), strict=True))
-
-        # Writes for different keys run in parallel; the records of one key stay in order.
+        give_up_at = deadline.fetch_by if deadline is not None else None
+        # Suspects (delivered before: maybe what failed then) start after the others.
+        created = sorted(
+            (i for i, record in enumerate(records) if record.is_created),
+            key=lambda i: records[i].receive_count > 1,
+        )
+        futures = {self._pool.submit(self._fetch, records[i], give_up_at): i for i in created}
+        waiting = set(created)
         by_key: dict[tuple[str, str], list[int]] = {}
         for i, record in enumerate(records):
-            if results[i] is None:
-                by_key.setdefault((record.bucket, record.key), []).append(i)
+            by_key.setdefault((record.bucket, record.key), []).append(i)
+        writes: list[Future[list[tuple[int, RecordResult]]]] = []
 
         def settle(indices: list[int]) -> list[tuple[int, RecordResult]]:
             settled = []
             for i in indices:
+                if results[i] is not None:
+                    continue  # failed or finished while fetching
                 if deadline is not None and time.monotonic() > deadline.write_by:
                     error = DeadlineExceeded("no time left to write it before the deadline")
                     settled.append((i, RecordResult(records[i], error=error)))
@@ -245,8 +263,51 @@ class Worker:
                     )
             return settled
 
-        for settled in self._pool.map(settle, by_key.values()):
-            for i, result in settled:
+        def submit_ready_keys() -> None:
+            for key, indices in list(by_key.items()):
+                if not waiting.intersection(indices):
+                    writes.append(self._writes.submit(settle, indices))
+                    del by_key[key]
+
+        submit_ready_keys()
+        pending = set(futures)
+        while pending:
+            timeout = None
+            if deadline is not None:
+                timeout = max(0.0, deadline.fetch_by - time.monotonic())
+            done, pending = wait(pending, timeout=timeout, return_when=FIRST_COMPLETED)
+            if not done:  # the fetch deadline: what is still running is given up
+                for future in pending:
+                    future.cancel()  # not started: never will be; decoding: killed at fetch_by
+                    i = futures[future]
+                    error = DeadlineExceeded("not fetched and decoded before the deadline")
+                    results[i] = RecordResult(records[i], error=error)
+                    waiting.discard(i)
+                pending = set()
+            arrived = []
+            for future in done:
+                i = futures[future]
+                waiting.discard(i)
+                try:
+                    value = future.result()
+                except DecodeKilled as error:
+                    results[i] = RecordResult(records[i], error=error, kills=error.kills)
+                    continue
+                except Exception as error:  # kept per record and reported to SQS
+                    results[i] = RecordResult(records[i], error=error)
+                    continue
+                if isinstance(value, Outcome):
+                    results[i] = RecordResult(records[i], outcome=value)
+                else:
+                    fetched[i] = value
+                    if value.decoded is not None:
+                        arrived.append(i)
+            if arrived:
+                batch = np.stack([fetched[i].decoded.pixels for i in arrived])  # type: ignore[union-attr]
+                predictions.update(zip(arrived, self.classifier.predict(batch), strict=True))
+            submit_ready_keys()
+        for write in writes:
+            for i, result in write.result():
                 results[i] = result
         return [result for result in results if result is not None]
 
@@ -261,22 +322,30 @@ class Worker:
             else:
                 outcome = Outcome("ignored")
         except Exception as error:  # kept per record and reported to SQS
-            return RecordResult(record, error=error)
-        return RecordResult(record, outcome=outcome)
+            kills = fetched.kills if fetched is not None else ()
+            return RecordResult(record, error=error, kills=kills)
+        return RecordResult(record, outcome=outcome, kills=fetched.kills if fetched else ())
 
-    def _fetch(self, record: S3Record) -> _Fetched | Outcome:
+    def _fetch(self, record: S3Record, give_up_at: float | None = None) -> _Fetched | Outcome:
         try:
-            return self._read(record, if_match=True)
+            return self._read(record, if_match=True, give_up_at=give_up_at)
         except _Replaced:
             # Replaced since the event. S3 may have announced only one of two quick PUTs ("If two
             # writes are made to a single non-versioned object at the same time, it is possible
             # that only a single event notification will be sent." - Amazon S3 User Guide,
             # "Amazon S3 Event Notifications"), so catalogue what is there now; the write keeps
             # this event's order, which every later event of the key beats.
-            fetched = self._read(record, if_match=False)
+            fetched = self._read(record, if_match=False, give_up_at=give_up_at)
             return replace(fetched, replaced=True) if isinstance(fetched, _Fetched) else fetched
 
-    def _read(self, record: S3Record, *, if_match: bool, head: bool = True) -> _Fetched | Outcome:
+    def _read(
+        self,
+        record: S3Record,
+        *,
+        if_match: bool,
+        head: bool = True,
+        give_up_at: float | None = None,
+    ) -> _Fetched | Outcome:
         conditions: dict[str, str] = {}
         if record.version_id:
             conditions["VersionId"] = record.version_id
@@ -308,7 +377,7 @@ class Worker:
             if use_head and code == "400":
                 # A HEAD error has no body, so S3's reason is lost (an SSE-C object answers a bare
                 # 400): ask again with GetObject, whose headers carry it; the body stays unread.
-                return self._read(record, if_match=if_match, head=False)
+                return self._read(record, if_match=if_match, head=False, give_up_at=give_up_at)
             if code in _MISSING_CODES:
                 return Outcome("object_missing")
             if code in _REPLACED_CODES:
@@ -320,14 +389,70 @@ class Worker:
                 refusal = ObjectRefused("encrypted", f"{code}: {details.get('Message', '')}")
                 return _Fetched(etag=record.etag, size=record.size, rejection=refusal)
             raise
-        try:
-            limits = {"max_bytes": self.max_image_bytes, "max_pixels": self.max_image_pixels}
-            cost = estimate_decode_memory(data, **limits)  # from the header: nothing decoded yet
-            with self.decode_budget.reserve(cost.peak_bytes):
-                image = decode_image(data, max_memory=self.decode_budget.total_bytes, **limits)
-        except ImageRejected as rejection:
-            return _Fetched(etag=etag, size=len(data), rejection=rejection)
-        return _Fetched(etag=etag, size=len(data), decoded=image)
+        return self._decode(record, data, etag, give_up_at)
+
+    def _decode(
+        self, record: S3Record, data: bytes, etag: str | None, give_up_at: float | None
+    ) -> _Fetched:
+        """Decode ``data`` in a decoder process; a file whose decoder keeps being killed ends
+        REJECTED after :data:`handler.decode_attempts.MAX_DECODE_ATTEMPTS` kills.
+
+        A first delivery decodes beside the other files with a share of the memory budget. A
+        file whose header announces more, or that is killed for memory there, is tried again at
+        once, alone, with the whole budget. A suspect (its message was delivered before) is
+        decoded alone from the start, with its attempt counted before it begins, so even a
+        death of this whole process is put down to it (:mod:`handler.decode_attempts`).
+        """
+        size = len(data)
+        where = (self.dynamodb, self.table, record.bucket, record.key, etag)
+        counted = 0
+        if record.receive_count > 1:
+            previous = decode_attempts.read(*where)
+            counted = previous.count
+            if counted >= decode_attempts.MAX_DECODE_ATTEMPTS:
+                return _Fetched(etag=etag, size=size, rejection=decode_attempts.poison(previous))
+        exclusive = record.receive_count > 1
+        kills: list[DecodeAttempt] = []
+        while True:
+            if exclusive:
+                decode_attempts.add(*where, delta=1, kind=None)
+                counted += 1
+            attempt = self.decoders.decode(
+                data,
+                max_bytes=self.max_image_bytes,
+                max_pixels=self.max_image_pixels,
+                exclusive=exclusive,
+                give_up_at=give_up_at,
+            )
+            if attempt.killed:
+                kills.append(attempt)
+                if exclusive:
+                    decode_attempts.add(*where, delta=0, kind=attempt.status)
+                else:
+                    decode_attempts.add(*where, delta=1, kind=attempt.status)
+                    counted += 1
+                if counted >= decode_attempts.MAX_DECODE_ATTEMPTS:
+                    attempts = decode_attempts.Attempts(counted, attempt.status)
+                    rejection = decode_attempts.poison(attempts)
+                    return _Fetched(etag, size, rejection=rejection, kills=tuple(kills))
+                if attempt.status == "memory" and not exclusive:
+                    exclusive = True
+                    continue
+                message = f"decoder killed ({attempt.status}): {attempt.detail}"
+                raise DecodeKilled(message, tuple(kills))
+            if exclusive:
+                decode_attempts.add(*where, delta=-1, kind=None)
+            if attempt.status == "needs_more" and not exclusive:
+                exclusive = True
+                continue
+            if attempt.status == "given_up":
+                raise DeadlineExceeded("not decoded before the deadline")
+            if attempt.status == "needs_more":  # more than the whole budget, by its header
+                rejection = ImageRejected("too_much_memory", attempt.detail)
+                return _Fetched(etag, size, rejection=rejection, kills=tuple(kills))
+            if attempt.rejection is not None:
+                return _Fetched(etag, size, rejection=attempt.rejection, kills=tuple(kills))
+            return _Fetched(etag, size, decoded=attempt.decoded, kills=tuple(kills))
 
     def _exists(self, record: S3Record) -> bool:
         try:
@@ -392,16 +517,3 @@ class Worker:
         written = catalogue_table.write_tombstone(self.dynamodb, self.table, item)
         # A delete older than the stored item changes nothing: a newer upload is catalogued.
         return Outcome("tombstoned", item) if written else Outcome("stale", item)
-
-
-def _result_by(future: Future[Any], deadline: Deadline | None) -> Any:
-    """The future's result, or :class:`DeadlineExceeded` once the fetch deadline has passed."""
-    if deadline is None:
-        return future.result()
-    try:
-        return future.result(timeout=max(0.0, deadline.fetch_by - time.monotonic()))
-    except TimeoutError:
-        if future.done():  # the fetch itself raised TimeoutError: an ordinary failure
-            raise
-        future.cancel()  # not started yet: it never will be; running: it ends on its own
-        raise DeadlineExceeded("not fetched and decoded before the deadline") from None

@@ -28,6 +28,8 @@ from typing import Any
 
 from cfnlint.decode import cfn_yaml
 
+from local_stack.atomic_dynamodb import serialise_dynamodb
+
 TEMPLATE_PATH = Path(__file__).resolve().parent.parent / "template.yaml"
 
 # Logical resource IDs in template.yaml that the local stack builds.
@@ -268,6 +270,7 @@ def create_local_resources(
     template: dict[str, Any] | None = None,
 ) -> LocalResources:
     """Create the template's bucket, DLQs, queues, table and bucket → queue notification."""
+    serialise_dynamodb()  # conditional writes atomic, as on DynamoDB (local_stack.atomic_dynamodb)
     names = names or LocalNames()
     template = template if template is not None else read_template()
     region = s3_client.meta.region_name

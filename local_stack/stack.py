@@ -49,6 +49,7 @@ from PIL import Image
 from contracts.catalogue import CatalogueItem
 from contracts.catalogue_table import scan_items
 from handler import app
+from local_stack.atomic_dynamodb import serialise_dynamodb
 from local_stack.resources import create_local_resources
 from local_stack.state import LocalStackState, remove_state, write_state
 from sample_data.photos import LABELS, draw_sample_image
@@ -107,6 +108,7 @@ def moto_server() -> Iterator[str]:
     from moto.server import ThreadedMotoServer  # noqa: PLC0415 — moto (the stand-in for AWS) loads only when a server or mock starts
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # no line per request
+    serialise_dynamodb()  # conditional writes atomic per item, as on DynamoDB
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()

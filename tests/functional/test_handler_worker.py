@@ -21,11 +21,12 @@ from botocore.exceptions import ClientError
 from moto import mock_aws
 from PIL import Image
 
+from contracts import catalogue_table
 from contracts.catalogue import CatalogueItem, Status, event_order
 from contracts.catalogue_table import read_item, scan_items
 from handler import app
-from handler import worker as worker_module
 from handler.cold_start import build_worker
+from handler.decode_pool import SAFETY_MARGIN_MB, _own_resident_bytes
 from handler.events import records_from_s3_event
 from handler.settings import ConfigurationError, load_settings
 from handler.worker import Action, Deadline
@@ -34,6 +35,7 @@ from local_stack.stack import LocalContext, drain_queue, queue_depth
 from operations.backfill import backfill
 from sample_data.photos import LABELS, draw_sample_image
 from tests.conftest import load_event
+from tests.support.crafted_images import crafted_file
 from tests.support.tiny_artifact import publish_tiny_artifact
 
 pytestmark = pytest.mark.functional
@@ -266,7 +268,9 @@ def test_too_large_without_a_size_in_the_event_is_refused_from_the_headers(stack
     assert (item.status, item.reason, item.size) == (Status.REJECTED, "too_large", len(data))
 
 
-def test_one_message_with_every_kind_of_upload_gets_one_inference(stack: Stack) -> None:
+def test_one_message_with_every_kind_of_upload_classifies_each_photo_once(stack: Stack) -> None:
+    # Inference runs on what has been decoded since the last one (issue 17: writes never wait
+    # for the slowest decode), so a batch may take several inferences, each photo in exactly one.
     uploads = {**good_uploads(), **{name: data for name, (data, _) in bad_uploads().items()}}
     records = []
     for index, (name, data) in enumerate(uploads.items()):
@@ -284,7 +288,7 @@ def test_one_message_with_every_kind_of_upload_gets_one_inference(stack: Stack) 
     finally:
         worker.classifier.predict = predict  # type: ignore[method-assign]
     assert failed_ids(response) == []
-    assert batch_sizes == [len(good_uploads())]
+    assert sum(batch_sizes) == len(good_uploads())
     statuses = {key.removeprefix("uploads/"): item.status for key, item in stack.items().items()}
     assert statuses == {
         **dict.fromkeys(good_uploads(), Status.CATALOGUED),
@@ -901,27 +905,19 @@ class ShortContext(LocalContext):
         return self.remaining_ms
 
 
-def test_records_not_reached_by_the_deadline_fail_alone(
-    stack: Stack, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # GIVEN a batch where one photo decodes slowly and the invocation has little time left
+def test_records_not_reached_by_the_deadline_fail_alone(stack: Stack) -> None:
+    # GIVEN a batch where one file decodes slowly (a JPEG padded with millions of fill bytes,
+    # which Pillow walks one at a time) and the invocation has little time left
     keys = [f"uploads/deadline-{index}.jpg" for index in range(4)]
-    slow_bytes = jpeg("stroller", 99)
+    slow_bytes = crafted_file("jpeg-fill-bytes", scale=0.5)
     bodies = []
     for index, key in enumerate(keys):
         data = slow_bytes if index == 1 else jpeg(LABELS[index], index)
         etag = stack.put(key, data)
         bodies.append({"Records": [s3_record(stack.bucket, key, sequencer=f"0{index}", etag=etag)]})
     stack.purge()
-    decode = worker_module.decode_image
-
-    def slow_decode(data: bytes, **options: Any) -> Any:
-        if data == slow_bytes:
-            time.sleep(6.0)
-        return decode(data, **options)
-
-    monkeypatch.setattr(worker_module, "decode_image", slow_decode)
-    app.get_worker()  # the container is warm
+    worker = app.get_worker()  # the container is warm
+    decoders = set(worker.decoders.pids)
     budget_ms = 2500  # 20 % kept back for inference and writes: 2 s to fetch and decode
     # WHEN the handler runs
     started = time.monotonic()
@@ -931,6 +927,13 @@ def test_records_not_reached_by_the_deadline_fail_alone(
     assert elapsed < budget_ms / 1000
     assert failed_ids(response) == ["message-1"]
     assert set(stack.items()) == {keys[0], keys[2], keys[3]}
+    # AND the slow decode did not outlive the invocation: its decoder was killed and replaced
+    for _ in range(100):
+        if len(decoders - set(worker.decoders.pids)) == 1:
+            break
+        time.sleep(0.1)
+    assert len(decoders - set(worker.decoders.pids)) == 1
+    assert len(worker.decoders.pids) == len(decoders)
 
 
 def test_deadline_leaves_most_of_a_short_timeout_for_the_work() -> None:
@@ -1051,3 +1054,146 @@ def test_failed_cold_start_moves_messages_to_the_dlq_and_a_redrive_catalogues_th
             stack.sqs.delete_message(QueueUrl=dlq, ReceiptHandle=message["ReceiptHandle"])
     assert stack.drain().returned == 0
     assert set(stack.items()) == set(keys)
+
+
+# ------------------------------------------- issue 17: a crafted upload only fails itself ---
+
+
+def _delivered(event: dict[str, Any], receive_count: int) -> dict[str, Any]:
+    """``event`` as SQS hands it over for the ``receive_count``-th time."""
+    for message in event["Records"]:
+        message["attributes"] = dict(
+            message.get("attributes", {}), ApproximateReceiveCount=str(receive_count)
+        )
+    return event
+
+
+def test_a_file_always_too_slow_is_rejected_on_its_second_receive_never_the_dlq(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN a 1 KB RLE bitmap that costs seconds of CPU, a photo, and a 1 s per-file deadline
+    monkeypatch.setenv("DECODE_SECONDS", "1")
+    app.reset_worker()
+    stack.drain()  # S3's TestEvent
+    slow, photo_key = "uploads/slow.bmp", "uploads/photo.jpg"
+    stack.put(slow, crafted_file("bmp-rle-lines"))
+    stack.put(photo_key, jpeg())
+    # WHEN the queue is drained as Lambda's poller does
+    stats = stack.drain()
+    # THEN the photo is catalogued at once, the slow file comes back once and is then REJECTED
+    items = stack.items()
+    assert items[photo_key].status is Status.CATALOGUED
+    assert (items[slow].status, items[slow].reason) == (Status.REJECTED, "too_slow_to_decode")
+    assert stats.returned == 1
+    assert queue_depth(stack.sqs, stack.resources.dead_letter_queue_url) == 0
+
+
+def test_a_file_killed_for_memory_twice_is_rejected_in_its_first_invocation(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN a function whose decode budget is small (what this test process holds + ~200 MB),
+    # a JPEG whose millions of empty segments take ~300 MB to open, and a photo
+    held_mb = _own_resident_bytes() // 2**20
+    monkeypatch.setenv("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", str(held_mb + SAFETY_MARGIN_MB + 320))
+    monkeypatch.setenv("DECODE_SECONDS", "60")
+    app.reset_worker()
+    keys = {"uploads/segments.jpg": crafted_file("jpeg-empty-segments", scale=0.5)}
+    keys["uploads/photo.jpg"] = jpeg()
+    bodies = []
+    for index, (key, data) in enumerate(keys.items()):
+        etag = stack.put(key, data)
+        bodies.append({"Records": [s3_record(stack.bucket, key, sequencer=f"0{index}", etag=etag)]})
+    stack.purge()
+    counted: dict[str, float] = {}
+
+    def add_metric(name: str, unit: Any, value: float) -> None:
+        counted[name] = counted.get(name, 0) + value
+
+    monkeypatch.setattr(app.metrics, "add_metric", add_metric)
+    # WHEN one invocation handles them
+    response = invoke(message_event(*bodies))
+    # THEN nothing comes back: the file was tried beside the photo, then alone, then REJECTED
+    assert failed_ids(response) == []
+    # AND both kills show up at once, as their own metric
+    assert counted["DecoderKilledForMemory"] == 2
+    assert counted["DecoderKilledForTime"] == 0
+    items = stack.items()
+    assert (items["uploads/segments.jpg"].status, items["uploads/segments.jpg"].reason) == (
+        Status.REJECTED,
+        "too_large_to_decode",
+    )
+    assert items["uploads/photo.jpg"].status is Status.CATALOGUED
+
+
+class _ProcessDied(BaseException):
+    """Stands for the death of the whole function process (nothing after it runs)."""
+
+
+def test_a_file_that_kills_the_whole_process_is_blamed_on_a_later_receive(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN a batch that killed the whole process on its first receive (no record of it), a
+    # deadly file in one message and an ordinary photo in another
+    deadly_key, photo_key = "uploads/deadly.jpg", "uploads/fine.jpg"
+    deadly = jpeg("bathtub", 7)
+    bodies = [
+        {"Records": [s3_record(stack.bucket, key, sequencer="0A", etag=stack.put(key, data))]}
+        for key, data in ((deadly_key, deadly), (photo_key, jpeg("walkers", 8)))
+    ]
+    stack.purge()
+    worker = app.get_worker()
+    real_decode = worker.decoders.decode
+    alone: list[bool] = []
+
+    def decode(data: bytes, **options: Any) -> Any:
+        if data == deadly:
+            alone.append(options["exclusive"])
+            raise _ProcessDied  # the container dies while this file decodes
+        return real_decode(data, **options)
+
+    monkeypatch.setattr(worker.decoders, "decode", decode)
+    # WHEN SQS delivers it again, and the process dies again each time the file decodes
+    for receive_count in (2, 3):
+        with pytest.raises(_ProcessDied):
+            invoke(_delivered(message_event(*bodies), receive_count))
+    # THEN on the next receive the file is REJECTED without being decoded again, and the batch
+    # succeeds: two attempts, each alone, so the deaths were this file's and no other's
+    response = invoke(_delivered(message_event(*bodies), 4))
+    assert failed_ids(response) == []
+    assert alone == [True, True]
+    item = stack.item(deadly_key)
+    assert item is not None
+    assert (item.status, item.reason) == (Status.REJECTED, "too_large_to_decode")
+    assert stack.item(photo_key).status is Status.CATALOGUED  # type: ignore[union-attr]
+    # AND the attempt records never show up as catalogue items
+    assert set(stack.items()) == {deadly_key, photo_key}
+
+
+def test_a_photo_is_written_while_a_slow_file_still_decodes(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN a slow but valid JPEG (millions of fill bytes before its frame) and a photo, with a
+    # per-file deadline the slow file stays well inside even on a busy machine
+    monkeypatch.setenv("DECODE_SECONDS", "300")
+    app.reset_worker()
+    keys = {"uploads/slow.jpg": crafted_file("jpeg-fill-bytes", scale=0.4)}
+    keys["uploads/quick.jpg"] = jpeg()
+    bodies = []
+    for index, (key, data) in enumerate(keys.items()):
+        etag = stack.put(key, data)
+        bodies.append({"Records": [s3_record(stack.bucket, key, sequencer=f"0{index}", etag=etag)]})
+    stack.purge()
+    written: dict[str, float] = {}
+    write_item = catalogue_table.write_item
+
+    def timed_write(*arguments: Any, **options: Any) -> bool:
+        result = write_item(*arguments, **options)
+        written[arguments[2].key] = time.monotonic()
+        return result
+
+    monkeypatch.setattr(catalogue_table, "write_item", timed_write)
+    app.get_worker()
+    # WHEN one invocation handles both
+    assert failed_ids(invoke(message_event(*bodies))) == []
+    # THEN the photo was written long before the slow file finished decoding
+    assert written["uploads/quick.jpg"] < written["uploads/slow.jpg"] - 1.0
