@@ -264,10 +264,11 @@ def int8_row(
     """Full model (scaling + backbone + this head) → TFLite float32 and int8; held-out gate."""
     import keras  # noqa: PLC0415 — TensorFlow takes seconds to load; only the steps that use it pay for it
 
+    from model_build.training.model import parts_of  # noqa: PLC0415 — model_build.training.model loads TensorFlow; this module stays light without it
+
+    parts = parts_of(model)
     inputs = model.inputs[0]
-    x = model.get_layer("scale_to_minus1_1")(inputs)
-    x = model.get_layer("mobilenet_v2_backbone")(x, training=False)
-    full = keras.Model(inputs, head(x))
+    full = keras.Model(inputs, head(parts.backbone(parts.scaling(inputs), training=False)))
     started = time.monotonic()
     float_bytes = convert_float32(full)
     keras_eval = keras_predict(full, eval_pixels)

@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
         head_eval_dataset,
         head_train_dataset,
     )
-    from model_build.training.model import HEAD_NAME, build_model  # noqa: PLC0415 — model_build.training.model loads TensorFlow; this module stays light without it
+    from model_build.training.model import build_model, parts_of  # noqa: PLC0415 — model_build.training.model loads TensorFlow; this module stays light without it
 
     keras.utils.set_random_seed(0)
     batch = arguments.batch_size
@@ -248,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
         )
 
     (train_features, val_features), features_seconds = _timed(compute_all)
-    head = model.get_layer(HEAD_NAME)
+    head = parts_of(model).head
     compile_for(head, 1e-3)
     head_train, steps = head_train_dataset(
         train_features, train.label_indices, views=views, batch_size=batch, seed=0

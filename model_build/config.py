@@ -16,6 +16,8 @@ from model_build.training.backbones import backbone_spec, default_weights, descr
 
 DEFAULT_ARTIFACTS: Final[str] = "artifacts"
 EXIT_USER_ERROR: Final[int] = 2
+# Augmented views per training photo whose activations --fine-tune-from caches by default.
+DEFAULT_FINE_TUNE_VIEWS: Final[int] = 2
 
 
 class UserError(Exception):
@@ -50,8 +52,12 @@ class TrainConfig:
     reduce_lr_patience: int = 3  # ReduceLROnPlateau on val_loss, factor 0.5
     early_stopping_patience: int = 10  # safety net on val_loss
     fine_tune_layers: int = 0  # unfreeze the top N backbone layers (BatchNorm stays frozen)
-    fine_tune_learning_rate: float = 1e-5
+    fine_tune_learning_rate: float = 1e-5  # the backbone's rate while fine-tuning
     fine_tune_epochs: int = 10
+    # Fine-tune the backbone from this block up (e.g. block_14_expand) on activations cached
+    # below it (model_build/training/fine_tune.py); the head warm-starts from the frozen phase.
+    fine_tune_from: str | None = None
+    fine_tune_head_learning_rate: float = 1e-4  # the head's rate in that phase
     feature_cache_views: int = 0  # K > 0: train the head on K cached augmented views
     publish: str | None = None  # folder or s3://; None = ./artifacts for the sample, else none
     # The review rule (model_build.evaluation.calibration): auto-catalogued precision ≥ target
@@ -113,12 +119,22 @@ class Plan:
     global_batch_size: int = 32  # batch_size x replicas
     learning_rate: float = 1e-3  # learning_rate x replicas (linear scaling rule)
     fine_tune_learning_rate: float = 1e-5
+    fine_tune_head_learning_rate: float = 1e-4
     evaluation_split: str = "held_out"  # held_out | calibration: where the numbers are reported
     verbose: int = 2  # Keras progress: 1 = a live bar (terminal), 2 = one line per epoch (logs)
 
     @property
     def uses_backbone(self) -> bool:
         return backbone_spec(self.config.model) is not None
+
+    @property
+    def fine_tunes_from_block(self) -> bool:
+        return bool(self.config.fine_tune_from) and self.uses_backbone
+
+    @property
+    def activation_views(self) -> int:
+        """Augmented views per training photo whose activations ``--fine-tune-from`` caches."""
+        return self.config.feature_cache_views or DEFAULT_FINE_TUNE_VIEWS
 
     @property
     def uses_feature_cache(self) -> bool:
@@ -146,10 +162,17 @@ class Plan:
         lines.append(f"  epochs    {epochs}, {batch}")
         if config.feature_cache_views and not self.uses_feature_cache:
             lines.append("  features  --feature-cache-views needs a backbone; training on the fly")
-        elif config.feature_cache_views:
+        elif config.feature_cache_views and not self.fine_tunes_from_block:
             lines.append(
                 f"  features  cached for {config.feature_cache_views} augmented views per image"
                 f" in {self.cache_dir} (kept across runs)"
+            )
+        if self.fine_tunes_from_block:
+            lines.append(
+                f"  fine-tune from {config.fine_tune_from} up, on its activations cached for "
+                f"{self.activation_views} augmented views per image in {self.cache_dir}: "
+                f"{config.fine_tune_epochs} epochs, backbone {self.fine_tune_learning_rate:g}, "
+                f"head {self.fine_tune_head_learning_rate:g} (BatchNorm in inference mode)"
             )
         if config.fine_tune_layers:
             lines.append(

@@ -65,7 +65,7 @@ from model_build.quiet import tensorflow_quietly
 from model_build.release.export import export_model
 from model_build.release.publish import PublishError, publish_run
 from model_build.run_folder import RunFolder, resolve_run_dir
-from model_build.training.backbones import BACKBONES
+from model_build.training.backbones import BACKBONES, fine_tune_block_problem
 from sample_data.photos import generate_dataset
 
 DEFAULT_SAMPLE_DIR: Final[Path] = Path("data/sample")
@@ -209,12 +209,27 @@ def parse_arguments(argv: list[str] | None = None) -> TrainConfig:
         type=int,
         default=defaults.feature_cache_views,
         help="K > 0: compute the frozen backbone's features of K augmented views once and train "
-        "the head on them; far faster on CPU, 5 is a good choice (default: %(default)s, off)",
+        "the head on them; far faster on CPU, 5 is a good choice; with --fine-tune-from the "
+        "activations at the block of K views (default: %(default)s, off; 2 with --fine-tune-from)",
     )
     add(
         "--publish",
         help="publish destination (folder or s3://bucket/prefix), or none "
         "(default: ./artifacts on the sample data, none with --data)",
+    )
+    add(
+        "--fine-tune-from",
+        metavar="BLOCK",
+        help="fine-tune the backbone from this block up (block_1_expand … block_16_expand, e.g. "
+        "block_13_expand) on activations cached below it, after the head trained on the frozen "
+        "features",
+    )
+    add(
+        "--fine-tune-head-learning-rate",
+        type=float,
+        default=defaults.fine_tune_head_learning_rate,
+        help="the head's rate while --fine-tune-from trains the top (the backbone's is "
+        "--fine-tune-learning-rate; default: %(default)s)",
     )
     add(
         "--target-precision",
@@ -393,6 +408,12 @@ def check_choices(config: TrainConfig) -> None:
             "imagenet or PATH, or train the backbone too with --fine-tune-layers N"
         )
     problems = []
+    if config.fine_tune_from:
+        problem = fine_tune_block_problem(config.model, config.fine_tune_from)
+        if problem:
+            problems.append(problem)
+        if config.fine_tune_layers:
+            problems.append("--fine-tune-from and --fine-tune-layers are two ways to do one thing")
     if not 0.0 < config.selection_fraction < 1.0:
         problems.append(
             f"--selection-fraction must be between 0 and 1, got {config.selection_fraction}"
@@ -504,6 +525,7 @@ def make_plan(config: TrainConfig, run: RunFolder, resuming: bool, dataset, repl
         global_batch_size=config.batch_size * replicas,
         learning_rate=config.learning_rate * replicas,
         fine_tune_learning_rate=config.fine_tune_learning_rate * replicas,
+        fine_tune_head_learning_rate=config.fine_tune_head_learning_rate * replicas,
         evaluation_split=reported_split(dataset.splits),
         verbose=1 if interactive() and sys.stdout.isatty() else 2,
     )

@@ -176,16 +176,18 @@ def gather_batches(pixels: np.ndarray, batch_size: int, *, first_batch: int = 0)
 
 
 def _gatherer(pixels: np.ndarray, label_indices: np.ndarray | None):
-    """A graph function: int64 row indices → the uint8 pixels of those rows (and their labels),
-    read from the array (a row file, typically) by ``tf.numpy_function``."""
+    """A graph function: int64 row indices → those rows (uint8 pixels, or any other dtype the
+    array holds, e.g. cached float16 activations) and their labels, read from the array (a row
+    file, typically) by ``tf.numpy_function``."""
     shape = tuple(pixels.shape[1:])
+    dtype = tf.as_dtype(np.dtype(pixels.dtype))
     targets = None if label_indices is None else np.asarray(label_indices, dtype=np.int64)
 
     def read(index: np.ndarray) -> np.ndarray:
         return np.ascontiguousarray(pixels[index])
 
     def gather(index: tf.Tensor):
-        images = tf.numpy_function(read, [index], tf.uint8, stateful=False)
+        images = tf.numpy_function(read, [index], dtype, stateful=False)
         images.set_shape((None, *shape))
         if targets is None:
             return images
@@ -250,6 +252,19 @@ def predict(
 
     With ``label`` (and ``verbose=0``) progress is reported as :mod:`model_build.progress` does.
     """
+    return _predict(model, pixels, batch_size=batch_size, verbose=verbose, label=label)
+
+
+def predict_outputs(
+    model, pixels: np.ndarray, *, batch_size: int = 32, verbose: int = 0, label: str | None = None
+) -> dict[str, np.ndarray]:
+    """Every output of a model with named outputs (``{"probabilities", "features"}`` of
+    :meth:`model_build.training.model.Classifier.with_features`) in one pass, as
+    :func:`predict`."""
+    return _predict(model, pixels, batch_size=batch_size, verbose=verbose, label=label)
+
+
+def _predict(model, pixels: np.ndarray, *, batch_size: int, verbose: int, label: str | None):
     data = pad_for_replicas(eval_dataset(pixels, batch_size=batch_size), replicas_of(model))
     callbacks = []
     if label and not verbose:
@@ -259,6 +274,8 @@ def predict(
     finally:
         for callback in callbacks:
             callback.close()
+    if isinstance(output, dict):
+        return {name: np.asarray(part, np.float32)[: len(pixels)] for name, part in output.items()}
     return np.asarray(output, dtype=np.float32)[: len(pixels)]
 
 

@@ -187,29 +187,34 @@ def evaluate(
     ``train`` (up to 2,000 of its images) fits the unfamiliarity score
     (:mod:`model_build.evaluation.unfamiliarity`; ``None``: rebuilt from the run folder).
     """
-    from model_build.data.pipeline import predict  # noqa: PLC0415 — model_build.data.pipeline loads TensorFlow; this module stays light without it
+    from model_build.data.pipeline import predict_outputs  # noqa: PLC0415 — model_build.data.pipeline loads TensorFlow; this module stays light without it
+    from model_build.training.model import FEATURES, PROBABILITIES, parts_of  # noqa: PLC0415 — model_build.training.model loads TensorFlow; this module stays light without it
 
     print(
         f"evaluate: predicting {len(val)} val images"
         + (f" and {len(evaluation)} {evaluation_name} images" if evaluation is not None else ""),
         flush=True,
     )
-    fit_probabilities = predict(
-        model, val.pixels, batch_size=batch_size, verbose=verbose, label="evaluate val"
+    # One pass per photo gives the probabilities and the pooled features (unfamiliarity).
+    classifier = parts_of(model).with_features()
+    fit_outputs = predict_outputs(
+        classifier, val.pixels, batch_size=batch_size, verbose=verbose, label="evaluate val"
     )
+    fit_probabilities = fit_outputs[PROBABILITIES]
     y_fit = val.label_indices
     held_out = evaluation is not None
     if evaluation is None:
         print("evaluate: no test/ and nothing held out: numbers are on the data they were fit on")
-        evaluation, probabilities = val, fit_probabilities
+        evaluation, outputs = val, fit_outputs
     else:
-        probabilities = predict(
-            model,
+        outputs = predict_outputs(
+            classifier,
             evaluation.pixels,
             batch_size=batch_size,
             verbose=verbose,
             label=f"evaluate {evaluation_name}",
         )
+    probabilities = outputs[PROBABILITIES]
     y_true = evaluation.label_indices
     # The unfamiliarity cut first: the worker sends flagged photos to review whatever their
     # confidence, so the threshold is certified on the photos the flag lets through.
@@ -221,6 +226,8 @@ def evaluate(
         evaluation.pixels,
         unfamiliar_dir=unfamiliar_dir,
         train=train,
+        val_features=fit_outputs.get(FEATURES),
+        eval_features=outputs.get(FEATURES),
     )
     calibration = calibrate(
         fit_probabilities,

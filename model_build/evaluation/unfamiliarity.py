@@ -150,18 +150,10 @@ def separation(familiar: np.ndarray, unfamiliar: np.ndarray) -> dict[str, float]
 
 def pooled_feature_model(model: Any) -> Any | None:
     """pixels 0..255 → global average of the backbone's last feature map (None without one)."""
-    import keras  # noqa: PLC0415 — TensorFlow takes seconds to load; only the steps that use it pay for it
+    from model_build.training.model import parts_of  # noqa: PLC0415 — model_build.training.model loads TensorFlow; this module stays light without it
 
-    from model_build.training.model import backbone_of  # noqa: PLC0415 — model_build.training.model loads TensorFlow; this module stays light without it
-
-    backbone = backbone_of(model)
-    if backbone is None:
-        return None
-    inputs = keras.Input(shape=model.inputs[0].shape[1:], name="image")
-    x = model.get_layer("scale_to_minus1_1")(inputs)
-    x = backbone(x, training=False)
-    pooled = keras.layers.GlobalAveragePooling2D(name="pooled_features")(x)
-    return keras.Model(inputs, pooled, name="pooled_features")
+    parts = parts_of(model)
+    return parts.pooled_features() if parts.has_backbone else None
 
 
 def pooled_features(extractor: Any, pixels: np.ndarray, batch_size: int = 32) -> np.ndarray:
@@ -229,10 +221,14 @@ def fit_for_run(
     eval_images: np.ndarray,
     unfamiliar_images: np.ndarray,
     unfamiliar_source: str,
+    val_features: np.ndarray | None = None,
+    eval_features: np.ndarray | None = None,
 ) -> Unfamiliarity | None:
     """Fit the scorer on the run's photos, save ``unfamiliarity.npz``; the report block and the
     flags of the calibration and evaluation photos (the threshold walk leaves flagged ones out).
 
+    ``val_features`` / ``eval_features``: the pooled features of those photos when the caller
+    already has them (evaluation's two-output pass), so the backbone does not run on them again.
     None for a model without a MobileNetV2 backbone (the small demo CNN)."""
     extractor = pooled_feature_model(model)
     path = Path(run_dir) / UNFAMILIARITY_FILE
@@ -240,8 +236,10 @@ def fit_for_run(
         path.unlink(missing_ok=True)
         return None
     train_images, train_labels = train
-    val_features = pooled_features(extractor, val_images)
-    eval_features = pooled_features(extractor, eval_images)
+    if val_features is None:
+        val_features = pooled_features(extractor, val_images)
+    if eval_features is None:
+        eval_features = pooled_features(extractor, eval_images)
     scorer = fit_scorer(pooled_features(extractor, train_images), train_labels, val_features)
     scorer.save(path)
     block = {
@@ -285,15 +283,17 @@ def evaluate_unfamiliarity(
     *,
     unfamiliar_dir: Any = None,
     train: Any = None,
+    val_features: np.ndarray | None = None,
+    eval_features: np.ndarray | None = None,
 ) -> Unfamiliarity | None:
     """The evaluation's hook: fit on up to 2,000 training photos, report against unfamiliar ones.
 
     ``train`` is the prepared train split training holds (a fixed random subset of it is used);
     ``None`` rebuilds that subset from the run folder's recorded split.
     """
-    from model_build.training.model import backbone_of  # noqa: PLC0415 — model_build.training.model loads TensorFlow; this module stays light without it
+    from model_build.training.model import parts_of  # noqa: PLC0415 — model_build.training.model loads TensorFlow; this module stays light without it
 
-    if backbone_of(model) is None:  # the small demo CNN: no backbone features to score
+    if not parts_of(model).has_backbone:  # the small demo CNN: no backbone features to score
         (Path(run_dir) / UNFAMILIARITY_FILE).unlink(missing_ok=True)
         return None
     if train is None:
@@ -316,4 +316,6 @@ def evaluate_unfamiliarity(
         eval_images=eval_images,
         unfamiliar_images=unfamiliar,
         unfamiliar_source=source,
+        val_features=val_features,
+        eval_features=eval_features,
     )

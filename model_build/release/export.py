@@ -94,24 +94,18 @@ def _frozen_serving_function(model: Any, image_size: int, features: bool = False
         convert_variables_to_constants_v2,
     )
 
-    spec = tf.TensorSpec([None, image_size, image_size, 3], tf.uint8, name="image")
-    if features:
-        from model_build.training.model import SCALING_NAME, backbone_layer  # noqa: PLC0415 — model_build.training.model loads TensorFlow; this module stays light without it
+    from model_build.training.model import FEATURES, PROBABILITIES, parts_of  # noqa: PLC0415 — model_build.training.model loads TensorFlow; this module stays light without it
 
-        scaling = model.get_layer(SCALING_NAME)
-        backbone = backbone_layer(model)
-        head = model.get_layer("head")
+    spec = tf.TensorSpec([None, image_size, image_size, 3], tf.uint8, name="image")
+    # The classifier's own two-output model (model_build.training.model): no layer looked up.
+    network = parts_of(model).with_features() if features else model
 
     @tf.function(input_signature=[spec])
     def serve(image: Any) -> dict[str, Any]:
+        outputs = network(tf.cast(image, tf.float32), training=False)
         if not features:
-            probabilities = model(tf.cast(image, tf.float32), training=False)
-            return {"probabilities": tf.cast(probabilities, tf.float32)}
-        maps = backbone(scaling(tf.cast(image, tf.float32)), training=False)
-        return {
-            "probabilities": tf.cast(head(maps, training=False), tf.float32),
-            "features": tf.cast(tf.reduce_mean(maps, axis=[1, 2]), tf.float32),
-        }
+            return {"probabilities": tf.cast(outputs, tf.float32)}
+        return {name: tf.cast(outputs[name], tf.float32) for name in (PROBABILITIES, FEATURES)}
 
     return convert_variables_to_constants_v2(serve.get_concrete_function())
 

@@ -25,6 +25,7 @@ class Backbone:
     scaling: str  # human-readable, written to the manifest
     weights_file: str  # Keras' cached no-top ImageNet weights (~/.keras/models)
     weights_url: str  # where Keras downloads them from
+    fine_tune_blocks: tuple[str, ...] = ()  # --fine-tune-from choices, bottom to top
 
     @property
     def layer_name(self) -> str:
@@ -40,6 +41,9 @@ BACKBONES: Final[dict[str, Backbone]] = {
         scaling="inside the model: x / 127.5 - 1 (MobileNetV2 ImageNet weights expect [-1, 1])",
         weights_file="mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5",
         weights_url="https://storage.googleapis.com/tensorflow/keras-applications/mobilenet_v2/",
+        # block_N_expand is the first layer of inverted-residual block N; its input is the output
+        # of block N-1 (block_13 is the stride-2 step 14×14 → 7×7; blocks 14–16 run at 7×7).
+        fine_tune_blocks=tuple(f"block_{number}_expand" for number in range(1, 17)),
     ),
 }
 SMALL_SCALING: Final[str] = "inside the model: x / 127.5 - 1"
@@ -48,6 +52,21 @@ SMALL_SCALING: Final[str] = "inside the model: x / 127.5 - 1"
 def backbone_spec(model: str | None) -> Backbone | None:
     """The registry entry of a model kind; None for ``small`` (no backbone)."""
     return BACKBONES.get(model or "")
+
+
+def fine_tune_block_problem(model: str | None, block: str) -> str | None:
+    """Why ``--fine-tune-from block`` cannot be used with ``model`` (None when it can)."""
+    spec = backbone_spec(model)
+    if spec is None:
+        return f"--fine-tune-from needs a pretrained backbone; --model {model} has none"
+    if block not in spec.fine_tune_blocks:
+        first, last = spec.fine_tune_blocks[0], spec.fine_tune_blocks[-1]
+        return (
+            f"--fine-tune-from {block!r} is not a block of {spec.application}: use one of "
+            f"{first} … {last} (block_13_expand: the 7×7 stage and the step into it; "
+            "block_16_expand: the last block only)"
+        )
+    return None
 
 
 def scaling_of(model: str | None) -> str:

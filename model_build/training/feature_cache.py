@@ -18,7 +18,8 @@ Trade-off, in short:
   weights hash, view seed): a sweep over head settings, or a rerun, reuses them, and an
   interrupted computation resumes within its view.
 * **Frozen only**: fine-tuning changes the backbone, so ``--fine-tune-layers`` runs its phase on
-  the fly as usual.
+  the fly as usual; ``--fine-tune-from BLOCK`` caches the activations below the block instead
+  (:mod:`model_build.training.fine_tune`, through :func:`cached_views`).
 
 View ``k`` is defined exactly: the augmentation with batch seeds ``batch_seed(seed * 1000 + k, 0,
 b)`` applied to batch ``b`` of the training images in file order in batches of ``batch_size``
@@ -43,7 +44,7 @@ from model_build.data.augment import augment_batch, batch_seed, build_augmenter
 from model_build.data.pipeline import gather_batches
 from model_build.data.rowfile import RowFile, RowWriter
 from model_build.progress import Progress
-from model_build.training.model import SCALING_NAME, backbone_layer
+from model_build.training.model import Classifier, parts_of
 
 FEATURE_DTYPE = np.float16
 FEATURES_DIR = "features"
@@ -84,18 +85,26 @@ def plain_batches(pixels: np.ndarray, *, batch_size: int, start: int = 0) -> tf.
     return dataset.map(lambda number, batch: tf.cast(batch, tf.float32)).prefetch(2)
 
 
-def feature_extractor(model: keras.Model, strategy=None):
+def _parts(model: keras.Model | Classifier) -> Classifier:
+    return model if isinstance(model, Classifier) else parts_of(model)
+
+
+def feature_extractor(model: keras.Model | Classifier, strategy=None):
     """A function pixels 0..255 → backbone features, using the model's own scaling and backbone.
 
     With a distribution strategy of several replicas the batch is split across them
     (``strategy.run`` on a distributed batch) and the features gathered back in order.
     """
-    scaling = model.get_layer(SCALING_NAME)
-    backbone = backbone_layer(model)
+    return distributed(_parts(model).backbone_features, strategy)
+
+
+def distributed(function, strategy=None):
+    """``function`` (a batch → a batch, row for row) compiled, and with a strategy of several
+    replicas run on each replica's contiguous slice of the batch, gathered back in order."""
 
     @tf.function(reduce_retracing=True)
     def extract(images: tf.Tensor) -> tf.Tensor:
-        return backbone(scaling(tf.cast(images, tf.float32)), training=False)
+        return function(images)
 
     if strategy is None or strategy.num_replicas_in_sync <= 1:
         return extract
@@ -123,8 +132,8 @@ def _shard(images: tf.Tensor, context) -> tf.Tensor:
     return images[tf.minimum(index * size, count) : tf.minimum((index + 1) * size, count)]
 
 
-def feature_shape(model: keras.Model) -> tuple[int, ...]:
-    return tuple(backbone_layer(model).outputs[0].shape[1:])
+def feature_shape(model: keras.Model | Classifier) -> tuple[int, ...]:
+    return tuple(_parts(model).backbone.outputs[0].shape[1:])
 
 
 def write_view(
@@ -224,18 +233,22 @@ def compute_features(
     return RowFile(path)
 
 
-def weights_hash(model: keras.Model) -> str:
+def weights_hash(model: keras.Model | Classifier) -> str:
     """A hash of the backbone's architecture and weights (keys the feature cache)."""
-    backbone = backbone_layer(model)
-    digest = hashlib.sha256(backbone.name.encode())
-    for array in backbone.get_weights():
+    return network_hash(_parts(model).backbone)
+
+
+def network_hash(network: keras.Model) -> str:
+    """A hash of a network's name, weight shapes and weights."""
+    digest = hashlib.sha256(network.name.encode())
+    for array in network.get_weights():
         digest.update(str(array.shape).encode())
         digest.update(np.ascontiguousarray(array).tobytes())
     return digest.hexdigest()[:16]
 
 
 def cached_features(
-    model: keras.Model,
+    model: keras.Model | Classifier,
     split,
     *,
     views: int,
@@ -253,29 +266,55 @@ def cached_features(
     ``<view>`` is ``seed<view seed>_b<batch size>`` (batch ``b`` of a view is augmented from its
     own seed, so the batch size is part of the view's definition) or ``plain``.
     """
-    folder = Path(cache_dir) / FEATURES_DIR / weights_hash(model) / split.content_hash
-    extract = feature_extractor(model, strategy)
-    shape = feature_shape(model)
-    names = (
-        [f"seed{view_seed(seed, view)}_b{batch_size}" for view in range(views)]
-        if views
-        else ["plain"]
+    return cached_views(
+        feature_extractor(model, strategy),
+        Path(cache_dir) / FEATURES_DIR / weights_hash(model) / split.content_hash,
+        split.pixels,
+        shape=feature_shape(model),
+        views=views,
+        seed=seed,
+        batch_size=batch_size,
+        name=f"features {name}",
     )
+
+
+def view_names(views: int, *, seed: int, batch_size: int) -> list[str]:
+    """The file stems of ``views`` augmented views (``views=0``: ``["plain"]``)."""
+    if not views:
+        return ["plain"]
+    return [f"seed{view_seed(seed, view)}_b{batch_size}" for view in range(views)]
+
+
+def cached_views(
+    extract,
+    folder: Path,
+    pixels: np.ndarray,
+    *,
+    shape: tuple[int, ...],
+    views: int,
+    seed: int,
+    batch_size: int,
+    name: str,
+) -> list[np.ndarray]:
+    """``extract`` of ``views`` augmented views of ``pixels`` (``views=0``: untouched), one
+    float16 row file per view in ``folder`` (named by :func:`view_names`), computed only where
+    missing and resumed within a view (:func:`write_view`)."""
+    names = view_names(views, seed=seed, batch_size=batch_size)
     result = []
     for index, stem in enumerate(names):
-        path = folder / f"{stem}.npy"
+        path = Path(folder) / f"{stem}.npy"
         if not path.is_file():
-            print(f"features: {name} view {index + 1}/{len(names)} → {path}")
+            print(f"{name}: view {index + 1}/{len(names)} → {path}")
         result.append(
             write_view(
                 extract,
-                split.pixels,
+                pixels,
                 path,
                 shape=shape,
                 view=index if views else None,
                 seed=seed,
                 batch_size=batch_size,
-                label=f"features {name} {index + 1}/{len(names)}",
+                label=f"{name} {index + 1}/{len(names)}",
             )
         )
     return result

@@ -47,7 +47,15 @@ from model_build.training.feature_cache import (
     head_eval_dataset,
     head_train_dataset,
 )
-from model_build.training.model import HEAD_NAME, backbone_layer
+from model_build.training.fine_tune import (
+    cached_activations,
+    compile_two_rates,
+    features_from_activations,
+    fine_tuning_model,
+    freeze_for_fine_tuning,
+    split_backbone,
+)
+from model_build.training.model import parts_of
 
 
 @dataclass
@@ -174,7 +182,14 @@ class SaveFullModel(keras.callbacks.Callback):
 
 
 def _callbacks(
-    plan: Plan, run: RunFolder, phase: str, randomness, best: BestWeights, checkpoint=None
+    plan: Plan,
+    run: RunFolder,
+    phase: str,
+    randomness,
+    best: BestWeights,
+    checkpoint=None,
+    *,
+    threshold_stop: bool = True,
 ) -> list:
     config = plan.config
     first_epoch = run.phase1_epochs() or 0  # this phase's first epoch
@@ -208,7 +223,11 @@ def _callbacks(
             patience=config.reduce_lr_patience,
             min_lr=1e-6,
         ),
-        ThresholdStop(config.stop_train_accuracy, config.stop_val_accuracy),
+        *(
+            [ThresholdStop(config.stop_train_accuracy, config.stop_val_accuracy)]
+            if threshold_stop
+            else []
+        ),
         ResumableEarlyStopping(
             run,
             first_epoch,
@@ -237,6 +256,8 @@ def train(
     Returns the model holding its best weights (val accuracy), as saved in ``model.keras``.
     """
     inputs = PhaseInputs(plan, run, model, train_split, val_split, strategy)
+    if plan.fine_tunes_from_block:
+        return train_from_activations(inputs)
     best = BestWeights(model, -math.inf)
     done = run.phase1_epochs()
     if done is not None:
@@ -287,23 +308,32 @@ def train_plain(inputs: PhaseInputs, best: BestWeights) -> int:
     return inputs.run.finish_phase1()
 
 
-def train_head_on_features(inputs: PhaseInputs, best: BestWeights) -> int:
-    """Phase 1 with ``--feature-cache-views K``: the head alone on cached backbone features."""
+def train_head_on_features(
+    inputs: PhaseInputs,
+    best: BestWeights,
+    features: tuple[list[np.ndarray], list[np.ndarray]] | None = None,
+) -> int:
+    """Phase 1 with ``--feature-cache-views K``: the head alone on cached backbone features
+    (``features``: the train views' and val's, when already computed — from activations)."""
     plan, run, model = inputs.plan, inputs.run, inputs.model
     config = plan.config
-    views = config.feature_cache_views
     batch_size = plan.global_batch_size
-    settings = {
-        "seed": config.seed,
-        "batch_size": batch_size,
-        "cache_dir": plan.cache_dir,
-        "strategy": inputs.strategy,
-    }
-    train_features = cached_features(
-        model, inputs.train_split, views=views, name="train", **settings
-    )
-    val_features = cached_features(model, inputs.val_split, views=0, name="val", **settings)
-    head = model.get_layer(HEAD_NAME)
+    if features is None:
+        views = config.feature_cache_views
+        settings = {
+            "seed": config.seed,
+            "batch_size": batch_size,
+            "cache_dir": plan.cache_dir,
+            "strategy": inputs.strategy,
+        }
+        train_features = cached_features(
+            model, inputs.train_split, views=views, name="train", **settings
+        )
+        val_features = cached_features(model, inputs.val_split, views=0, name="val", **settings)
+    else:
+        train_features, val_features = features
+        views = len(train_features)
+    head = parts_of(model).head
     with inputs.strategy.scope():
         _compile(head, plan, plan.learning_rate)
     train_data, steps = head_train_dataset(
@@ -343,7 +373,7 @@ def fine_tune(inputs: PhaseInputs, best: BestWeights) -> int:
     config = plan.config
     epochs_done = inputs.run.phase1_epochs() or 0
     with inputs.strategy.scope():
-        unfreeze_top_layers(backbone_layer(inputs.model), config.fine_tune_layers)
+        unfreeze_top_layers(parts_of(inputs.model).backbone, config.fine_tune_layers)
         _compile(inputs.model, plan, plan.fine_tune_learning_rate)
     _fit_on_pixels(
         inputs,
@@ -392,3 +422,117 @@ def unfreeze_top_layers(backbone: keras.Model, count: int) -> None:
     for index, layer in enumerate(backbone.layers):
         in_top = index >= len(backbone.layers) - count
         layer.trainable = in_top and not isinstance(layer, keras.layers.BatchNormalization)
+
+
+def train_from_activations(inputs: PhaseInputs) -> Trained:
+    """``--fine-tune-from BLOCK``: activations at the block cached once per view, the head on the
+    frozen features derived from them, then the top blocks and the head fine-tuned on them
+    (:mod:`model_build.training.fine_tune`). Returns the whole model with its best weights."""
+    plan, run, model = inputs.plan, inputs.run, inputs.model
+    config = plan.config
+    parts = parts_of(model)
+    block = config.fine_tune_from
+    below, top = split_backbone(parts.backbone, block)
+    settings = {
+        "block": block,
+        "seed": config.seed,
+        "batch_size": plan.global_batch_size,
+        "cache_dir": plan.cache_dir,
+        "strategy": inputs.strategy,
+    }
+    train_activations = cached_activations(
+        parts, below, inputs.train_split, views=plan.activation_views, name="train", **settings
+    )
+    val_activations = cached_activations(
+        parts, below, inputs.val_split, views=0, name="selection", **settings
+    )
+    best = BestWeights(model, -math.inf)
+    done = run.phase1_epochs()
+    if done is not None:
+        print(f"phase 1 already complete ({done} epochs); skipping it")
+    else:
+        derived = {
+            "block": block,
+            "batch_size": plan.global_batch_size,
+            "cache_dir": plan.cache_dir,
+            "strategy": inputs.strategy,
+        }
+        features = (
+            features_from_activations(
+                parts, top, train_activations, content_hash=inputs.train_split.content_hash,
+                name="train", **derived,
+            ),
+            features_from_activations(
+                parts, top, val_activations, content_hash=inputs.val_split.content_hash,
+                name="selection", **derived,
+            ),
+        )  # fmt: skip
+        train_head_on_features(inputs, best, features=features)
+    _restore_best(run, model, best)
+    best = BestWeights(model, -math.inf)
+    fine_tune_top(
+        inputs, top, (train_activations, inputs.train_split.label_indices),
+        (val_activations, inputs.val_split.label_indices), best,
+    )  # fmt: skip
+    _restore_best(run, model, best)
+    return Trained(model=model, epochs=len(run.history_rows()), best_val_accuracy=best.best)
+
+
+def fine_tune_top(
+    inputs: PhaseInputs,
+    top: keras.Model,
+    train: tuple[list[np.ndarray], np.ndarray],
+    val: tuple[list[np.ndarray], np.ndarray],
+    best: BestWeights,
+) -> int:
+    """Phase 2 of ``--fine-tune-from``: the top blocks (BatchNorm in inference mode) and the
+    warm-started head on the cached activations, two learning rates; checkpoints the whole
+    model."""
+    plan, run, model = inputs.plan, inputs.run, inputs.model
+    config = plan.config
+    (train_activations, train_labels), (val_activations, val_labels) = train, val
+    epochs_done = run.phase1_epochs() or 0
+    with inputs.strategy.scope():
+        freeze_for_fine_tuning(top)
+        trainer = fine_tuning_model(top, parts_of(model).head)
+        compile_two_rates(
+            trainer,
+            top,
+            head_learning_rate=plan.fine_tune_head_learning_rate,
+            backbone_learning_rate=plan.fine_tune_learning_rate,
+            replicas=plan.replicas,
+        )
+    completed = max(run.backed_up_epochs("fine_tune") - epochs_done, 0)
+    train_data, steps = head_train_dataset(
+        train_activations,
+        train_labels,
+        views=len(train_activations),
+        batch_size=plan.global_batch_size,
+        seed=config.seed + 1,
+        first_epoch=completed,
+    )
+    val_data = head_eval_dataset(val_activations, val_labels, batch_size=plan.global_batch_size)
+    best.target = model
+    trainer.fit(
+        pad_for_replicas(train_data, plan.replicas),
+        validation_data=pad_for_replicas(val_data, plan.replicas),
+        initial_epoch=epochs_done,
+        epochs=epochs_done + config.fine_tune_epochs,
+        steps_per_epoch=steps,
+        callbacks=_callbacks(
+            plan,
+            run,
+            "fine_tune",
+            EpochRandomness(config.seed + 1),
+            best,
+            checkpoint=SaveFullModel(model, run.model_file),
+            # The warm-started head already crosses the reference's thresholds (measured: the
+            # first fine-tuning epochs did on the grocery photos), so they would end the phase
+            # after one or two epochs; it runs its --fine-tune-epochs, the checkpoint keeping
+            # the best selection accuracy and early stopping the safety net.
+            threshold_stop=False,
+        ),
+        shuffle=False,
+        verbose=plan.verbose,
+    )
+    return len(run.history_rows())

@@ -17,10 +17,18 @@ which does not match the ImageNet weights.)
 ``small`` is a compact CNN trained from scratch, for the generated sample data on a laptop CPU. It
 first average-pools 224 → 112 (antialiased and TFLite-friendly), so the input contract stays the
 same as the real model's.
+
+**One anatomy.** :func:`build_classifier` hands out the parts it built — ``scaling``,
+``backbone``, ``head`` — with the model, and :func:`parts_of` finds the same parts in a model
+loaded from ``model.keras`` by its structure (input → scaling → backbone → head), never by a layer
+name. :meth:`Classifier.with_features` is the one two-output model (probabilities and the pooled
+backbone features) that evaluation runs once per photo, export converts and the unfamiliarity
+score reads; the feature cache and the fine-tuning phase take the backbone from the parts.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
@@ -32,10 +40,71 @@ from model_build.training.backbones import BACKBONES, Backbone, backbone_spec
 
 MODEL_KINDS: Final[tuple[str, ...]] = (*BACKBONES, "small")
 HEAD_KINDS: Final[tuple[str, ...]] = ("reference", "gap")
-BACKBONE_NAME: Final[str] = BACKBONES["mobilenet_v2"].layer_name
 SCALING_NAME: Final[str] = "scale_to_minus1_1"
 HEAD_NAME: Final[str] = "head"
+PROBABILITIES: Final[str] = "probabilities"
+FEATURES: Final[str] = "features"
 ModelKind = str
+
+
+@dataclass(frozen=True)
+class Classifier:
+    """A classifier and the parts it is made of.
+
+    ``model`` maps pixels 0..255 to probabilities (what is trained, saved and exported).
+    ``scaling``, ``backbone`` and ``head`` are its layers (shared, not copies: training the model
+    trains them); all three are None for the small CNN, which has no backbone.
+    """
+
+    model: keras.Model
+    scaling: keras.Layer | None = None
+    backbone: keras.Model | None = None
+    head: keras.Model | None = None
+
+    @property
+    def has_backbone(self) -> bool:
+        return self.backbone is not None
+
+    def backbone_features(self, pixels):
+        """Pixels 0..255 → the backbone's last feature map (inference mode)."""
+        return self.backbone(self.scaling(keras.ops.cast(pixels, "float32")), training=False)
+
+    def with_features(self) -> keras.Model:
+        """One model, two outputs: ``{"probabilities", "features"}``, the features being the
+        global average of the backbone's last feature map (``[N, 1280]``); the backbone runs once
+        for both. Without a backbone (the small CNN) the only output is the probabilities."""
+        inputs = keras.Input(shape=self.model.inputs[0].shape[1:], name="image")
+        if self.backbone is None:
+            return keras.Model(inputs, {PROBABILITIES: self.model(inputs)}, name="classifier")
+        maps = self.backbone(self.scaling(inputs), training=False)
+        outputs = {
+            PROBABILITIES: self.head(maps, training=False),
+            FEATURES: layers.GlobalAveragePooling2D(name="pooled_features")(maps),
+        }
+        return keras.Model(inputs, outputs, name="classifier_with_features")
+
+    def pooled_features(self) -> keras.Model:
+        """The features output alone: pixels → pooled backbone features ``[N, 1280]``."""
+        inputs = keras.Input(shape=self.model.inputs[0].shape[1:], name="image")
+        maps = self.backbone(self.scaling(inputs), training=False)
+        pooled = layers.GlobalAveragePooling2D(name="pooled_features")(maps)
+        return keras.Model(inputs, pooled, name="pooled_features")
+
+
+def parts_of(model: keras.Model) -> Classifier:
+    """The parts of a classifier built by :func:`build_classifier` (also after loading it from
+    ``model.keras``): found by the structure the builder gives every backbone model — one
+    Rescaling layer, then the backbone sub-model, then the head sub-model — not by name. Any other
+    model (the small CNN) comes back with no parts."""
+    inner = [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
+    if (
+        len(inner) == 3
+        and isinstance(inner[0], layers.Rescaling)
+        and all(isinstance(layer, keras.Model) for layer in inner[1:])
+    ):
+        scaling, backbone, head = inner
+        return Classifier(model=model, scaling=scaling, backbone=backbone, head=head)
+    return Classifier(model=model)
 
 
 class WeightsUnavailable(RuntimeError):
@@ -51,7 +120,27 @@ def build_model(
     image_size: int = IMAGE_SIZE,
     head: str = "reference",
 ) -> keras.Model:
-    """Build an uncompiled classifier.
+    """Build an uncompiled classifier (the model of :func:`build_classifier`)."""
+    return build_classifier(
+        kind,
+        num_classes=num_classes,
+        weights=weights,
+        dropout_rate=dropout_rate,
+        image_size=image_size,
+        head=head,
+    ).model
+
+
+def build_classifier(
+    kind: ModelKind = "mobilenet_v2",
+    *,
+    num_classes: int,
+    weights: str | Path | None = "imagenet",
+    dropout_rate: float = 0.2,
+    image_size: int = IMAGE_SIZE,
+    head: str = "reference",
+) -> Classifier:
+    """Build an uncompiled classifier and hand out its parts.
 
     ``head`` (backbone models only): ``"reference"`` (the reference head, exactly) or ``"gap"``
     (global average pooling → dropout 0.3 → dense softmax; see :func:`build_head`).
@@ -67,7 +156,7 @@ def build_model(
     if spec is not None:
         return _build_on_backbone(spec, num_classes, weights, dropout_rate, image_size, head)
     if kind == "small":
-        return _build_small(num_classes, dropout_rate, image_size)
+        return Classifier(model=_build_small(num_classes, dropout_rate, image_size))
     raise ValueError(f"unknown model kind {kind!r}; expected one of {MODEL_KINDS}")
 
 
@@ -134,33 +223,17 @@ def _build_on_backbone(
     dropout_rate: float,
     image_size: int,
     head_kind: str = "reference",
-) -> keras.Model:
+) -> Classifier:
     backbone = build_backbone(weights, image_size, spec)
     head = build_head(tuple(backbone.outputs[0].shape[1:]), num_classes, dropout_rate, head_kind)
     inputs = keras.Input(shape=(image_size, image_size, CHANNELS), name="image")
-    x = layers.Rescaling(spec.scale, offset=spec.offset, name=SCALING_NAME)(inputs)
-    # training=False keeps BatchNorm in inference mode even when layers are unfrozen to fine-tune.
-    features = backbone(x, training=False)
+    scaling = layers.Rescaling(spec.scale, offset=spec.offset, name=SCALING_NAME)
+    # training=False keeps BatchNorm in inference mode even when layers are unfrozen to fine-tune
+    # (the Keras transfer-learning guide, https://keras.io/guides/transfer_learning/).
+    features = backbone(scaling(inputs), training=False)
     outputs = head(features)
-    return keras.Model(inputs, outputs, name=f"{spec.name}_classifier")
-
-
-def backbone_layer(model: keras.Model) -> keras.Model:
-    """The backbone sub-model of a classifier built on a registry entry (ValueError otherwise)."""
-    for spec in BACKBONES.values():
-        try:
-            return model.get_layer(spec.layer_name)
-        except ValueError:
-            continue
-    raise ValueError(f"{model.name} has no backbone layer")
-
-
-def backbone_of(model: keras.Model) -> keras.Model | None:
-    """The backbone sub-model of a classifier, or None for the small CNN (no backbone)."""
-    try:
-        return backbone_layer(model)
-    except ValueError:
-        return None
+    model = keras.Model(inputs, outputs, name=f"{spec.name}_classifier")
+    return Classifier(model=model, scaling=scaling, backbone=backbone, head=head)
 
 
 def _build_small(num_classes: int, dropout_rate: float, image_size: int) -> keras.Model:

@@ -47,3 +47,7 @@ def test_two_logical_devices_compute_the_same_features_and_train_with_scaled_set
     assert result["predictions_shape"] == [7, 3]
     assert result["val_accuracy_logged"] == pytest.approx(result["val_accuracy_recomputed"])
     assert result["variable_replicas"] == 2  # mirrored: one copy per device
+    # --fine-tune-from: one frozen epoch and one fine-tuning epoch through the strategy, the
+    # fine-tuned backbone variables mirrored.
+    assert result["fine_tune_epochs"] == 2
+    assert result["fine_tune_variable_replicas"] == 2

@@ -26,7 +26,7 @@ from model_build.run_folder import RunFolder  # noqa: E402
 from model_build.train import make_plan  # noqa: E402
 from model_build.training.feature_cache import feature_extractor  # noqa: E402
 from model_build.training.fit import train  # noqa: E402
-from model_build.training.model import backbone_layer, build_model  # noqa: E402
+from model_build.training.model import build_model, parts_of  # noqa: E402
 
 out = Path(sys.argv[1])
 result: dict = {}
@@ -39,7 +39,7 @@ keras.utils.set_random_seed(0)
 with strategy.scope():
     backbone_model = build_model("mobilenet_v2", num_classes=3, weights=None, image_size=128)
 rng = np.random.default_rng(0)
-for layer in backbone_layer(backbone_model).layers:  # random BatchNorm statistics
+for layer in parts_of(backbone_model).backbone.layers:  # random BatchNorm statistics
     if isinstance(layer, keras.layers.BatchNormalization):
         shape = layer.gamma.shape
         layer.moving_mean.assign(rng.normal(0.0, 0.1, shape))
@@ -86,4 +86,35 @@ result["val_accuracy_recomputed"] = float(np.mean(probabilities.argmax(1) == val
 result["optimizer_learning_rate"] = float(np.asarray(model.optimizer.learning_rate))
 variable = model.trainable_variables[0]
 result["variable_replicas"] = len(strategy.experimental_local_results(variable.value))
+
+# --fine-tune-from through the strategy: activations cached by both replicas, the frozen phase
+# and the two-rate fine-tuning phase fitted under MirroredStrategy (64 px, random weights).
+config = TrainConfig(
+    data=str(out), model="mobilenet_v2", head="gap", epochs=1, fine_tune_epochs=1, batch_size=4,
+    seed=1, fine_tune_from="block_15_expand", feature_cache_views=1, cache_dir=str(out / "cache"),
+).resolved()  # fmt: skip
+run = RunFolder(out / "fine_tune_run")
+run.ensure_writable()
+plan = make_plan(config, run, False, dataset, strategy.num_replicas_in_sync)
+with strategy.scope():
+    model = build_model("mobilenet_v2", num_classes=3, weights=None, image_size=64, head="gap")
+
+
+def photos(count: int, seed: int) -> PreparedSplit:
+    prepared = split(count, seed)
+    generator = np.random.default_rng(seed)
+    pixels = generator.integers(0, 256, (count, 64, 64, 3), dtype=np.uint8)
+    return PreparedSplit(
+        pixels=pixels,
+        label_indices=prepared.label_indices,
+        paths=prepared.paths,
+        labels=labels,
+        sha256=prepared.sha256,
+    )
+
+
+trained = train(plan, run, model, photos(10, 3), photos(5, 4), strategy)
+result["fine_tune_epochs"] = trained.epochs
+top_kernel = parts_of(model).backbone.get_layer("block_16_project").kernel
+result["fine_tune_variable_replicas"] = len(strategy.experimental_local_results(top_kernel.value))
 (out / "result.json").write_text(json.dumps(result))

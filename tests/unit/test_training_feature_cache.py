@@ -8,7 +8,7 @@ import keras
 import numpy as np
 
 from model_build.training.feature_cache import augmented_views, compute_features, feature_extractor
-from model_build.training.model import BACKBONE_NAME, build_model
+from model_build.training.model import build_model, parts_of
 
 IMAGE_SIZE = 128  # the smallest size the reference head fits on (4×4 features)
 
@@ -21,7 +21,7 @@ def _model():
     """
     model = build_model("mobilenet_v2", num_classes=3, weights=None, image_size=IMAGE_SIZE)
     rng = np.random.default_rng(42)
-    for layer in model.get_layer(BACKBONE_NAME).layers:
+    for layer in parts_of(model).backbone.layers:
         if isinstance(layer, keras.layers.BatchNormalization):
             shape = layer.gamma.shape
             layer.gamma.assign(rng.uniform(0.5, 1.5, shape))
@@ -41,7 +41,7 @@ def test_cached_features_equal_on_the_fly_features_for_the_same_view(tmp_path: P
     )
     assert cached.shape == (views * len(pixels), 4, 4, 1280)
 
-    head = model.get_layer("head")
+    head = parts_of(model).head
     extract = feature_extractor(model)
     for view in range(views):
         rows = slice(view * len(pixels), (view + 1) * len(pixels))

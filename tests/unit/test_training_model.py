@@ -11,7 +11,7 @@ from keras.src.utils import file_utils
 
 from model_build import train
 from model_build.training.fit import unfreeze_top_layers
-from model_build.training.model import BACKBONE_NAME, WeightsUnavailable, build_model
+from model_build.training.model import WeightsUnavailable, build_model, parts_of
 from sample_data.photos import generate_dataset
 
 
@@ -99,7 +99,7 @@ def test_missing_weights_file_is_a_clear_error(tmp_path: Path) -> None:
 
 def test_fine_tuning_unfreezes_the_top_layers_but_never_batch_norm() -> None:
     model = build_model("mobilenet_v2", num_classes=14, weights=None)
-    backbone = model.get_layer(BACKBONE_NAME)
+    backbone = parts_of(model).backbone
 
     unfreeze_top_layers(backbone, 20)
 
