@@ -32,7 +32,7 @@ import sys
 import time
 from typing import BinaryIO, Final
 
-from contracts.image import ImageRejected, decode_image
+from contracts.image import ImageRejected, decode_image, estimate_decode_memory
 
 FRAME: Final[struct.Struct] = struct.Struct(">II")  # header length, body length
 PAGE_BYTES: Final[int] = os.sysconf("SC_PAGE_SIZE")
@@ -91,6 +91,8 @@ def decode_one(header: dict[str, object], data: bytes) -> tuple[dict[str, object
     """Decode ``data`` under the limits ``header`` asks for; the answer's header and body."""
     allowance = int(header["allowance_bytes"])  # type: ignore[arg-type]
     cpu_limit = float(header["cpu_seconds"])  # type: ignore[arg-type]
+    # The header's own estimate, read before the limits are set (see the "corrupt" case below).
+    near_the_allowance = _near_the_allowance(data, header, allowance)
     _reset_peak()
     cpu_before = _cpu_seconds()
     data_now = _status_kib("VmData") * 1024
@@ -111,6 +113,13 @@ def decode_one(header: dict[str, object], data: bytes) -> tuple[dict[str, object
             # with more) or an allocation failed under the limit (a kill for memory).
             status = "memory" if isinstance(rejection.__cause__, MemoryError) else "needs_more"
             answer = {"status": status, "reason": rejection.reason, "detail": rejection.detail}
+        elif rejection.reason == "corrupt" and near_the_allowance:
+            # A C decoder whose allocation fails under RLIMIT_DATA reports a decode error, not a
+            # MemoryError (libwebp: "failed to decode"). When the header itself announced a peak
+            # close to the allowance, the limit is the likelier cause: ask for more memory, and
+            # the parent rejects the file as too_much_memory once the whole budget was tried.
+            detail = f"decoding failed near its memory allowance: {rejection.detail}"
+            answer = {"status": "needs_more", "reason": "too_much_memory", "detail": detail}
         else:
             answer = {"status": "rejected", "reason": rejection.reason, "detail": rejection.detail}
     except MemoryError:
@@ -131,6 +140,19 @@ def decode_one(header: dict[str, object], data: bytes) -> tuple[dict[str, object
     answer["cpu_seconds"] = round(_cpu_seconds() - cpu_before, 4)
     _give_back_memory()
     return answer, body
+
+
+def _near_the_allowance(data: bytes, header: dict[str, object], allowance: int) -> bool:
+    """Whether the header's own estimate of the decode's peak is at least 3/4 of ``allowance``."""
+    try:
+        cost = estimate_decode_memory(
+            data,
+            max_bytes=int(header["max_bytes"]),  # type: ignore[arg-type]
+            max_pixels=int(header["max_pixels"]),  # type: ignore[arg-type]
+        )
+    except (ImageRejected, MemoryError, OSError, ValueError):
+        return False
+    return cost.peak_bytes * 4 >= allowance * 3
 
 
 def main() -> None:

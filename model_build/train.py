@@ -222,14 +222,14 @@ def parse_arguments(argv: list[str] | None = None) -> TrainConfig:
         metavar="BLOCK",
         help="fine-tune the backbone from this block up (block_1_expand … block_16_expand, e.g. "
         "block_13_expand) on activations cached below it, after the head trained on the frozen "
-        "features",
+        "features (default: off, the backbone stays frozen)",
     )
     add(
         "--fine-tune-head-learning-rate",
         type=float,
         default=defaults.fine_tune_head_learning_rate,
-        help="the head's rate while --fine-tune-from trains the top (the backbone's is "
-        "--fine-tune-learning-rate; default: %(default)s)",
+        help="the head's rate while --fine-tune-from trains the top; the backbone's is "
+        "--fine-tune-learning-rate (default: %(default)s)",
     )
     add(
         "--target-precision",

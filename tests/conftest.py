@@ -25,6 +25,25 @@ def load_event(name: str) -> dict:
     return json.loads((EVENTS_DIR / name).read_text())
 
 
+def _resident_mb() -> int:
+    """This test process's resident memory in MiB (``/proc/self/statm``, second field)."""
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") // 2**20
+
+
+@pytest.fixture(autouse=True)
+def function_memory_on_top_of_the_test_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    """In-process tests get the function's 1024 MB on top of what this pytest process holds.
+
+    The worker budgets decodes from the memory its own process holds (handler/decode_pool.py),
+    and a pytest worker may already hold TensorFlow from an earlier test (1 GB and more), which a
+    Lambda process never does. The real 1024 MB limit is tested where the process is as clean as
+    Lambda's: the cgroup-capped harness (tests/support/lambda_container.py, capped_process.py),
+    which sets the variable itself. A test may still set its own value after this fixture.
+    """
+    monkeypatch.setenv("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", str(_resident_mb() + 1024))
+
+
 @pytest.fixture
 def repository_root() -> Path:
     return REPOSITORY_ROOT

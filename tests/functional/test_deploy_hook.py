@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -58,7 +59,7 @@ pytestmark = pytest.mark.functional
 FUNCTION = "momee-cataloguer-CatalogueFunction-AbC"
 NEW_VERSION = 7
 DEPLOYMENT = {"DeploymentId": "d-ABCDEF123", "LifecycleEventHookExecutionId": "hook-exec-1"}
-BUILT = "variant=float32 review_threshold= memory=1024 timeout=60 log=INFO"
+BUILT = "variant=float32 review_threshold= memory={memory} timeout=60 log=INFO"
 
 
 def jpeg(seed: int) -> bytes:
@@ -127,11 +128,14 @@ def world(model_uri: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str
         # arrive: no upload happens in these tests, and deploy-probe/ is outside the notification.
         sqs.purge_queue(QueueUrl=resources.queue_url)
         lambdas = InProcessLambda(monkeypatch)
+        # Built for the memory the function gets here: 1024 MB on top of this pytest process
+        # (tests/conftest.py), which the deploy-settings check compares with the environment.
+        built = BUILT.format(memory=os.environ["AWS_LAMBDA_FUNCTION_MEMORY_SIZE"])
         good = {
             "CATALOGUE_TABLE": resources.table_name,
             "MODEL_URI": str(model_uri),
-            "IMAGE_DEPLOY_SETTINGS": BUILT,
-            "DEPLOY_SETTINGS": BUILT,
+            "IMAGE_DEPLOY_SETTINGS": built,
+            "DEPLOY_SETTINGS": built,
         }
         yield {
             "s3": s3,
@@ -291,7 +295,7 @@ def test_a_version_whose_settings_disagree_with_its_image_fails_at_init_and_is_s
     put_probe(world, label_of(world, photo), photo)
     broken = {
         **world["good"],
-        "DEPLOY_SETTINGS": BUILT.replace("float32", "int8"),
+        "DEPLOY_SETTINGS": world["good"]["DEPLOY_SETTINGS"].replace("float32", "int8"),
         "MODEL_VARIANT": "int8",
     }
     new_version = world["lambdas"].publish(NEW_VERSION, broken)
