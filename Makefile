@@ -57,7 +57,7 @@ lint: $(BIN)/.installed $(CHECKOV_VENV)/bin/.installed
 test: lint $(SAM_VENV)/bin/.installed
 	@echo "make test: the unit, functional, e2e and reliability tiers, under 8 minutes on 2 quiet cores;" \
 		"skips are listed with their reasons at the end"
-	SAM_TRANSLATOR_PYTHON=$(SAM_VENV)/bin/python $(BIN)/python -m pytest -n 2 -m "not slow"
+	SAM_TRANSLATOR_PYTHON=$(SAM_VENV)/bin/python $(BIN)/python -m pytest -n 2 -m "not slow" --durations=15
 
 ## test-all: also the slow tier (full-size load harness).
 test-all: lint $(SAM_VENV)/bin/.installed

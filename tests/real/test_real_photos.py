@@ -21,6 +21,7 @@ import pytest
 from bench.real_photos import GROCERY, WEIGHTS, real_material_missing
 from contracts.artifact import load_artifact
 from contracts.catalogue import Status
+from contracts.unfamiliarity import METHOD
 from local_stack.stack import run_local_stack
 from model_build import train
 from model_build.data.prepare import run_split
@@ -110,7 +111,8 @@ def _float32_tflite_agrees_with_keras_and_the_artifact_records_its_evaluation(re
     assert export["float32_disagreements"] == 0
     artifact = load_artifact(artifacts)
     assert artifact.manifest.evaluation["data_sha256"]
-    assert artifact.manifest.unfamiliarity["method"] == "mahalanobis"
+    # "mahalanobis (L2-normalised features)" since issue 19: the score named, then its features.
+    assert artifact.manifest.unfamiliarity["method"].startswith(METHOD)
     assert artifact.unfamiliarity_path is not None
     assert "int8_gate" in artifact.manifest.int8
 
