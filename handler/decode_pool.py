@@ -43,6 +43,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final, Literal
 
@@ -293,9 +294,15 @@ class DecodePool:
         max_pixels: int,
         exclusive: bool = False,
         give_up_at: float | None = None,
+        on_start: Callable[[], None] | None = None,
     ) -> DecodeAttempt:
         """One attempt at ``data`` in a decoder process. Blocks until a decoder (and, when
-        ``exclusive``, every decoder) is free; never raises for anything the bytes do."""
+        ``exclusive``, every decoder) is free; never raises for anything the bytes do.
+
+        ``on_start`` runs once the decoder is this file's and before the bytes are sent: the
+        worker records a suspect's attempt there, so a file still *waiting* for the decoders
+        when the process dies is not blamed for another file's death.
+        """
         self._replenish()
         started = time.monotonic()
         child, allowance = self._acquire(exclusive, give_up_at)
@@ -312,6 +319,8 @@ class DecodePool:
         common = {"allowance_bytes": allowance, "exclusive": exclusive}
         replace = False
         try:
+            if on_start is not None:
+                on_start()
             answer = child.read(deadline) if child.send(header, data) else None
             elapsed = time.monotonic() - started
             if answer is None:

@@ -414,16 +414,23 @@ class Worker:
         exclusive = record.receive_count > 1
         kills: list[DecodeAttempt] = []
         while True:
-            if exclusive:
+            started: list[bool] = []
+
+            def record_the_attempt(started: list[bool] = started) -> None:
+                # Written once the decoders are this file's, not while it waits for them: a
+                # death during another file's decode is that file's, not this one's.
                 decode_attempts.add(*where, delta=1, kind=None)
-                counted += 1
+                started.append(True)
+
             attempt = self.decoders.decode(
                 data,
                 max_bytes=self.max_image_bytes,
                 max_pixels=self.max_image_pixels,
                 exclusive=exclusive,
                 give_up_at=give_up_at,
+                on_start=record_the_attempt if exclusive else None,
             )
+            counted += len(started)
             if attempt.killed:
                 kills.append(attempt)
                 if exclusive:
@@ -440,7 +447,7 @@ class Worker:
                     continue
                 message = f"decoder killed ({attempt.status}): {attempt.detail}"
                 raise DecodeKilled(message, tuple(kills))
-            if exclusive:
+            if started:
                 decode_attempts.add(*where, delta=-1, kind=None)
             if attempt.status == "needs_more" and not exclusive:
                 exclusive = True

@@ -1148,6 +1148,8 @@ def test_a_file_that_kills_the_whole_process_is_blamed_on_a_later_receive(
     def decode(data: bytes, **options: Any) -> Any:
         if data == deadly:
             alone.append(options["exclusive"])
+            if options.get("on_start") is not None:
+                options["on_start"]()  # the decoder is this file's now
             raise _ProcessDied  # the container dies while this file decodes
         return real_decode(data, **options)
 

@@ -19,6 +19,9 @@ import pytest
 REPOSITORY_ROOT = Path(__file__).resolve().parents[2]
 
 
+# About a minute of one core (two TensorFlow processes with two logical devices each): in the slow
+# tier (make test-all) so that make test stays near its 8-minute budget on two cores.
+@pytest.mark.slow
 def test_two_logical_devices_compute_the_same_features_and_train_with_scaled_settings(
     tmp_path: Path,
 ) -> None:
