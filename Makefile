@@ -55,7 +55,7 @@ lint: $(BIN)/.installed $(CHECKOV_VENV)/bin/.installed
 ## (pytest -ra): the real-photo tier without ../shared/real, the image check without a CPython
 ## 3.12, the wheel ABI check without network, the browser test without chromium.
 test: lint $(SAM_VENV)/bin/.installed
-	@echo "make test: the unit, functional, e2e and reliability tiers, under 8 minutes on 2 quiet cores;" \
+	@echo "make test: the unit, functional, e2e and reliability tiers, about 10 minutes on 2 quiet cores;" \
 		"skips are listed with their reasons at the end"
 	SAM_TRANSLATOR_PYTHON=$(SAM_VENV)/bin/python $(BIN)/python -m pytest -n 2 -m "not slow" --durations=15
 
