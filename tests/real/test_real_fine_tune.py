@@ -24,7 +24,7 @@ import keras
 import numpy as np
 import pytest
 
-from bench.real_photos import GROCERY, WEIGHTS, real_material_missing
+from bench.real_photos import WEIGHTS, real_material_missing
 from contracts.catalogue import Status
 from local_stack.stack import run_local_stack
 from model_build import train
@@ -32,6 +32,7 @@ from model_build.data.prepare import run_split
 from model_build.run_folder import RunFolder
 from model_build.training.feature_cache import compute_features
 from model_build.training.model import build_classifier
+from tests.support.grocery_subset import grocery_subset
 
 pytestmark = [
     pytest.mark.real,
@@ -46,13 +47,7 @@ MARGIN = 0.0  # measured: see the module docstring
 
 
 def _subset(root: Path) -> Path:
-    for split, limit in (("train", TRAIN_PER_LABEL), ("val", None)):
-        for label in LABELS:
-            target = root / split / label
-            target.mkdir(parents=True)
-            for path in sorted((GROCERY / split / label).iterdir())[:limit]:
-                (target / path.name).symlink_to(path)
-    return root
+    return grocery_subset(root, LABELS, TRAIN_PER_LABEL)
 
 
 def test_a_short_fine_tune_beats_the_frozen_head_and_catalogues(tmp_path: Path) -> None:

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bench.real_photos import GROCERY, WEIGHTS, real_material_missing
+from bench.real_photos import WEIGHTS, real_material_missing
 from contracts.artifact import load_artifact
 from contracts.catalogue import Status
 from contracts.unfamiliarity import METHOD
@@ -27,6 +27,7 @@ from model_build import train
 from model_build.data.prepare import run_split
 from model_build.run_folder import RunFolder
 from sample_data.photos import draw_sample_image
+from tests.support.grocery_subset import grocery_subset
 
 pytestmark = [
     pytest.mark.real,
@@ -37,14 +38,7 @@ TRAIN_PER_LABEL = 24
 
 
 def _subset(root: Path) -> Path:
-    """A dataset folder of symlinks: 5 labels, 24 training photos each, all of their val photos."""
-    for split, limit in (("train", TRAIN_PER_LABEL), ("val", None)):
-        for label in LABELS:
-            target = root / split / label
-            target.mkdir(parents=True)
-            for path in sorted((GROCERY / split / label).iterdir())[:limit]:
-                (target / path.name).symlink_to(path)
-    return root
+    return grocery_subset(root, LABELS, TRAIN_PER_LABEL)
 
 
 def test_real_photos_train_export_publish_and_catalogue(tmp_path: Path) -> None:

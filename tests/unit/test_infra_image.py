@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from contracts.artifact import VERSION_PATTERN
+from tests.support.dockerfile_replay import instructions as dockerfile_instructions
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "infra" / "Dockerfile"
@@ -29,19 +30,8 @@ FORBIDDEN = re.compile(r"^(tensorflow|tf|keras|tf-keras|tf-nightly|tensorflow-.*
 
 
 def instructions() -> list[tuple[str, str]]:
-    """(INSTRUCTION, arguments) of the Dockerfile, continuation lines joined, comments dropped."""
-    lines, current = [], ""
-    for raw in DOCKERFILE.read_text().splitlines():
-        line = raw.strip()
-        if not current and (not line or line.startswith("#")):
-            continue
-        if line.endswith("\\"):
-            current += line[:-1] + " "
-            continue
-        current += line
-        lines.append(current)
-        current = ""
-    return [(line.split(None, 1)[0].upper(), line.split(None, 1)[1]) for line in lines]
+    """(INSTRUCTION, arguments) of the image's Dockerfile (the replay's own parser)."""
+    return dockerfile_instructions(DOCKERFILE)
 
 
 def requirement_names(path: Path) -> list[str]:
