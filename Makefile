@@ -9,12 +9,17 @@ CHECK_PYTHON = @command -v $(PYTHON) >/dev/null 2>&1 || { \
 	echo "make: $(PYTHON) not found; this project needs Python $(REQUIRED_PYTHON): run make PYTHON=python$(REQUIRED_PYTHON) $(MAKECMDGOALS)" >&2; exit 2; }; \
 	$(PYTHON) -c 'import sys; found = "%d.%d" % sys.version_info[:2]; sys.exit(0 if found == "$(REQUIRED_PYTHON)" else "make: this project needs Python $(REQUIRED_PYTHON) ($(PYTHON) is " + found + "); run make PYTHON=python$(REQUIRED_PYTHON) $(MAKECMDGOALS)")'
 VENV := .venv
+# Three test processes on two cores: a third of the suite's time is spent waiting (training and
+# worker subprocesses, Lambda-like containers held to a 1024 MB share of a CPU, moto servers, a
+# browser's think time), and a third process fills it (measured: 7 min 13 s with -n 2, 5 min
+# 49 s with -n 3, same tests). worksteal hands a finished process the queued tests of a busy
+# one, so one long test started late does not leave a core idle at the end.
+PYTEST_PARALLEL ?= -n 3 --dist worksteal
 BIN := $(VENV)/bin
 CHECKOV_VENV := .venv-checkov
 SAM_VENV := .venv-sam
 # Keep TensorFlow's C++ start-up chatter out of every command's output.
 export TF_CPP_MIN_LOG_LEVEL ?= 2
-export PYTHONDONTWRITEBYTECODE ?= 1
 
 .PHONY: venv test test-all test-real lint demo sample-model bench clean lock
 
@@ -55,13 +60,13 @@ lint: $(BIN)/.installed $(CHECKOV_VENV)/bin/.installed
 ## (pytest -ra): the real-photo tier without ../shared/real, the image check without a CPython
 ## 3.12, the wheel ABI check without network, the browser test without chromium.
 test: lint $(SAM_VENV)/bin/.installed
-	@echo "make test: the unit, functional, e2e and reliability tiers, about 10 minutes on 2 quiet cores;" \
+	@echo "make test: the unit, functional, e2e and reliability tiers, about 7 minutes on 2 quiet cores;" \
 		"skips are listed with their reasons at the end"
-	SAM_TRANSLATOR_PYTHON=$(SAM_VENV)/bin/python $(BIN)/python -m pytest -n 2 -m "not slow" --durations=15
+	SAM_TRANSLATOR_PYTHON=$(SAM_VENV)/bin/python $(BIN)/python -m pytest $(PYTEST_PARALLEL) -m "not slow" --durations=15
 
 ## test-all: also the slow tier (full-size load harness).
 test-all: lint $(SAM_VENV)/bin/.installed
-	SAM_TRANSLATOR_PYTHON=$(SAM_VENV)/bin/python $(BIN)/python -m pytest -n 2
+	SAM_TRANSLATOR_PYTHON=$(SAM_VENV)/bin/python $(BIN)/python -m pytest $(PYTEST_PARALLEL)
 
 ## test-real: the real-data tier — ImageNet MobileNetV2 on real grocery photos from ../shared/real
 ## (tests/real, then the full recipe table of bench/real_photos.py; about 20 min on 2 CPU cores).

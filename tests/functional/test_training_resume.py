@@ -1,15 +1,17 @@
 """Training survives SIGKILL: the rerun resumes and ends exactly like an uninterrupted run.
 
-Issue 6 item 3. Two runs with the same seed on tiny generated data: one uninterrupted, one killed
-from outside (SIGKILL, sent by this test while the second epoch is running) and rerun with the
-same command. The rerun must continue from the last completed epoch, and its ``history.csv``
+Issue 6 item 3. Two runs with the same seed on tiny generated data: one uninterrupted, one
+SIGKILLed after the second batch of the third epoch (mid-epoch, as a power cut would:
+``tests/support/killed_training.py``) and rerun with the same command. The rerun must continue
+from the last completed epoch without training an earlier one again, and its ``history.csv``
 (learning rate column included), its best checkpoint and its final weights must equal the
 uninterrupted run's within float tolerance.
 
 The settings make the callbacks' state matter across the kill: the plateau callback halves the
 learning rate after the second epoch and early stopping ends the run after the third, both only
 if their patience counting carries over the restart (``--reduce-lr-patience 1``,
-``--early-stopping-patience 2``; with seed 4 val loss rises after the first epoch).
+``--early-stopping-patience 2``; with seed 4 val loss rises after the first epoch). The kill
+lands after the halving, so the resumed epoch must run at the restored, halved rate.
 """
 
 from __future__ import annotations
@@ -20,7 +22,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import zipfile
 from pathlib import Path
 
@@ -33,6 +34,7 @@ from sample_data.photos import generate_dataset
 REPOSITORY_ROOT = Path(__file__).resolve().parents[2]
 LABELS = ("bathtub", "stroller", "walkers")
 TOLERANCE = {"rtol": 1e-5, "atol": 1e-7}
+KILLED_IN_EPOCH = 2  # the third epoch, counted from 0
 
 # Runs training with the resume backups kept (they hold the final weights and optimizer state).
 DRIVER = (
@@ -52,15 +54,27 @@ def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
 
 
-def _command(data: Path, out: Path, cache: Path) -> list[str]:
+def _arguments(data: Path, out: Path, cache: Path) -> list[str]:
     return [
-        sys.executable, "-c", DRIVER,
         "--data", str(data), "--model", "small", "--out", str(out), "--cache-dir", str(cache),
         "--batch-size", "16", "--publish", "none", "--workers", "1", "--epochs", "4",
         "--seed", "4", "--stop-train-accuracy", "1.1", "--reduce-lr-patience", "1",
         "--early-stopping-patience", "2",
         # All of val drives early stopping here, as the scenario above was measured with.
         "--holdout-fraction", "0",
+    ]  # fmt: skip
+
+
+def _command(data: Path, out: Path, cache: Path) -> list[str]:
+    return [sys.executable, "-c", DRIVER, *_arguments(data, out, cache)]
+
+
+def _killed_command(data: Path, out: Path, cache: Path) -> list[str]:
+    """The same training, SIGKILLed after batch 1 of epoch KILLED_IN_EPOCH (both from 0)."""
+    spec = f"{KILLED_IN_EPOCH}:1"
+    return [
+        sys.executable, "-m", "tests.support.killed_training", spec,
+        *_arguments(data, out, cache),
     ]  # fmt: skip
 
 
@@ -71,13 +85,6 @@ def _environment() -> dict[str, str]:
 def _history(run_dir: Path) -> list[dict]:
     with (run_dir / "history.csv").open(newline="") as stream:
         return list(csv.DictReader(stream))
-
-
-def _backed_up_epochs(run_dir: Path) -> int:
-    try:
-        return json.loads((run_dir / "backup" / "training_metadata.json").read_text())["epoch"]
-    except (OSError, ValueError, KeyError):
-        return 0
 
 
 def _h5_arrays(source) -> dict[str, np.ndarray]:
@@ -103,26 +110,6 @@ def _assert_same_arrays(left: dict, right: dict, what: str) -> None:
         np.testing.assert_allclose(value, right[name], **TOLERANCE, err_msg=f"{what}: {name}")
 
 
-def _kill_while_in_second_epoch(command: list[str], out: Path, log: Path) -> int:
-    """Start training, SIGKILL it from outside once epoch 1 is backed up; epochs completed."""
-    with log.open("w") as stream:
-        process = subprocess.Popen(
-            command, cwd=REPOSITORY_ROOT, env=_environment(), stdout=stream, stderr=stream
-        )
-        deadline = time.monotonic() + 240
-        try:
-            while _backed_up_epochs(out) < 1:
-                assert process.poll() is None, "training ended before it could be killed"
-                assert time.monotonic() < deadline, "no epoch completed in time"
-                time.sleep(0.005)
-            process.send_signal(signal.SIGKILL)
-        finally:
-            process.kill()
-            process.wait(timeout=60)
-    assert process.returncode == -signal.SIGKILL
-    return _backed_up_epochs(out)
-
-
 def test_a_run_killed_mid_epoch_resumes_and_matches_an_uninterrupted_one(
     tiny_data: Path, tmp_path: Path
 ) -> None:
@@ -138,15 +125,24 @@ def test_a_run_killed_mid_epoch_resumes_and_matches_an_uninterrupted_one(
         stderr=subprocess.STDOUT,
     )
     try:
-        completed = _kill_while_in_second_epoch(
-            _command(tiny_data, resumed_dir, cache), resumed_dir, tmp_path / "killed.log"
+        killed = subprocess.run(
+            _killed_command(tiny_data, resumed_dir, cache),
+            cwd=REPOSITORY_ROOT,
+            env=_environment(),
+            capture_output=True,
+            text=True,
+            timeout=300,
         )
     finally:
         reference.wait(timeout=300)
         reference_log.close()
     assert reference.returncode == 0, (tmp_path / "uninterrupted.log").read_text()[-3000:]
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
     expected = _history(reference_dir)
-    assert 1 <= completed < len(expected), "the kill must land before training ended"
+    # Killed in the third epoch: two epochs completed, fewer than the uninterrupted run's.
+    completed = KILLED_IN_EPOCH
+    assert [row["epoch"] for row in _history(resumed_dir)] == ["0", "1"]
+    assert completed < len(expected), "the kill must land before training ended"
     assert json.loads((resumed_dir / "run_state.json").read_text())["status"] == "running"
 
     resumed = subprocess.run(
