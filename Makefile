@@ -12,9 +12,9 @@ VENV := .venv
 # Three test processes on two cores: a third of the suite's time is spent waiting (training and
 # worker subprocesses, Lambda-like containers held to a 1024 MB share of a CPU, moto servers, a
 # browser's think time), and a third process fills it (measured: 7 min 13 s with -n 2, 5 min
-# 49 s with -n 3, same tests). worksteal hands a finished process the queued tests of a busy
-# one, so one long test started late does not leave a core idle at the end.
-PYTEST_PARALLEL ?= -n 3 --dist worksteal
+# 49 s with -n 3, same tests). Each process takes the next two tests when it is free, and the
+# tests marked heavy come first (tests/conftest.py), so the processes finish together.
+PYTEST_PARALLEL ?= -n 3 --dist load --maxschedchunk 2
 BIN := $(VENV)/bin
 CHECKOV_VENV := .venv-checkov
 SAM_VENV := .venv-sam

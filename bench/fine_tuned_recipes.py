@@ -1,5 +1,6 @@
 """Fine-tuned recipes beside the frozen reference: the whole training command, measured.
 
+``python -m bench.real_photos`` prints these rows after its frozen-head table;
 ``python -m bench.fine_tuned_recipes [--reuse]`` (not a test; ``../shared/real`` needed) trains
 each recipe of :data:`RECIPES` with ``python -m model_build.train`` on the grocery photos and prints
 one row per recipe — held-out accuracy, top-3, macro-F1, coverage and precision at the certified
@@ -30,7 +31,7 @@ from typing import Any, Final
 import keras
 import numpy as np
 
-from bench.real_photos import GROCERY, REPOSITORY_ROOT, WEIGHTS, load_data, real_material_missing
+from bench.real_material import GROCERY, REPOSITORY_ROOT, WEIGHTS, load_data, real_material_missing
 from bench.training_memory import measure
 from contracts.litert import BatchRunner, open_interpreter
 from model_build.data.pipeline import predict

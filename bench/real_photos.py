@@ -21,7 +21,15 @@ see that folder's README) — and prints the protocol's table (docs/evaluation.m
 
 The backbone runs once per image and view (frozen-feature cache, as ``--feature-cache-views``);
 each recipe's head trains on the same cached features, so recipes differ only in the head.
-Results: ``bench/results/real_photos.json`` and the table on stdout.
+
+Then the **fine-tuned recipes** (``--fine-tune-from``, :mod:`bench.fine_tuned_recipes`) beside
+the frozen reference recipe: each is the whole ``python -m model_build.train`` command (its
+backbone changes, so it cannot share the feature cache), evaluated on the same role splits, with
+the paired interval of its held-out accuracy minus the reference's, training wall time and peak
+memory, parameters, TFLite size and the worker latency ratio. ``--fine-tuned`` alone skips them;
+``--reuse`` tabulates finished runs again.
+
+Results: ``bench/results/real_photos.json`` and the tables on stdout.
 """
 
 from __future__ import annotations
@@ -36,11 +44,10 @@ from typing import Any, Final
 
 import numpy as np
 
+from bench import fine_tuned_recipes
+from bench.real_material import GROCERY, REPOSITORY_ROOT, WEIGHTS, load_data, real_material_missing
 from contracts.scoring import apply_temperature
-from model_build.data.dataset import discover
-from model_build.data.prepare import prepare_split
 from model_build.data.rowfile import RowFile
-from model_build.data.splits import assign_roles
 from model_build.evaluation.calibration import calibrate, clopper_pearson_interval, quality
 from model_build.evaluation.metrics import classification_report, top_k_accuracy
 from model_build.evaluation.unfamiliarity import (
@@ -56,36 +63,9 @@ from model_build.release.export import convert_float32, convert_int8, keras_pred
 from model_build.release.int8_gate import gate_int8
 from model_build.release.quality_gate import compare, outcome_of
 
-REPOSITORY_ROOT: Final[Path] = Path(__file__).resolve().parent.parent
-
-
-def find_real_dir() -> Path:
-    """``$MOMEE_REAL_DIR``, else ``../shared/real`` beside the repository (or beside the main
-    checkout when this is a ``git worktree``)."""
-    if os.environ.get("MOMEE_REAL_DIR"):
-        return Path(os.environ["MOMEE_REAL_DIR"])
-    candidates = [REPOSITORY_ROOT.parent / "shared" / "real"]
-    git = REPOSITORY_ROOT / ".git"
-    if git.is_file():  # a worktree: "gitdir: <main>/.git/worktrees/<name>"
-        gitdir = Path(git.read_text().partition("gitdir:")[2].strip())
-        if gitdir.parent.name == "worktrees":
-            candidates.append(gitdir.parent.parent.parent.parent / "shared" / "real")
-    return next((path for path in candidates if path.is_dir()), candidates[0])
-
-
-REAL_DIR: Final[Path] = find_real_dir()
-WEIGHTS: Final[Path] = REAL_DIR / "mobilenet_v2_imagenet_notop.h5"
-GROCERY: Final[Path] = REAL_DIR / "grocery"
 RESULTS: Final[Path] = REPOSITORY_ROOT / "bench" / "results" / "real_photos.json"
 RECIPES: Final[tuple[str, ...]] = ("reference", "gap", "gap_ls", "gap_mlp")
 SMOOTHED: Final[frozenset[str]] = frozenset({"gap_ls", "gap_mlp"})
-
-
-def real_material_missing() -> str | None:
-    """One line saying why the real tier cannot run here, or None."""
-    if not WEIGHTS.is_file() or not (GROCERY / "train").is_dir():
-        return f"real material not found at {REAL_DIR} (ImageNet weights + grocery photos)"
-    return None
 
 
 # --- heads -------------------------------------------------------------------------------------
@@ -185,21 +165,6 @@ def logits_of(head, features: np.ndarray) -> np.ndarray | None:
 
 
 # --- data and features ---------------------------------------------------------------------------
-
-
-def load_data(data_dir: Path, label_limit: int | None, holdout_fraction: float = 0.5):
-    dataset = assign_roles(discover(data_dir), held_out_fraction=holdout_fraction)
-    if label_limit:
-        keep = set(dataset.labels[:label_limit])
-        dataset = dataset.without(
-            {s.path for ss in dataset.splits.values() for s in ss if s.label not in keep}
-        )
-    splits = {
-        name: prepare_split(dataset, name, cache_dir=REPOSITORY_ROOT / ".cache" / "prepared")
-        for name in ("train", "selection", "calibration", "held_out")
-    }
-    labels = list(dataset.labels[:label_limit] if label_limit else dataset.labels)
-    return dataset, labels, splits
 
 
 def backbone_model(weights: Path, classes: int):
@@ -633,6 +598,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--target-precision", type=float, default=0.95)
     parser.add_argument("--confidence", type=float, default=0.95)
     parser.add_argument("--cache", default=str(REPOSITORY_ROOT / ".cache" / "real_photos"))
+    parser.add_argument(
+        "--fine-tuned", nargs="*", default=list(fine_tuned_recipes.FINE_TUNE_RECIPES),
+        choices=list(fine_tuned_recipes.FINE_TUNE_RECIPES), metavar="RECIPE",
+        help="whole training commands to tabulate beside the frozen heads, on the same role "
+        "splits (bench/fine_tuned_recipes.py; default: all of them; none: --fine-tuned alone)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--fine-tuned-runs", default=str(REPOSITORY_ROOT / ".cache" / "fine_tuned_runs")
+    )
+    parser.add_argument(
+        "--reuse", action="store_true", help="tabulate the newest finished fine-tuned runs again"
+    )
     parser.add_argument("--out", default=str(RESULTS))
     args = parser.parse_args(argv)
     missing = real_material_missing()
@@ -645,6 +622,21 @@ def main(argv: list[str] | None = None) -> int:
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
     print_table(results)
+    if args.fine_tuned and args.labels:
+        print("fine-tuned recipes: not run with --labels (each trains on the whole --data)")
+    elif args.fine_tuned:
+        # The fine-tuned rows are whole `python -m model_build.train` commands (the backbone
+        # changes, so no shared feature cache), evaluated on the same role splits as above.
+        print("\nFine-tuned recipes beside the frozen reference (whole training commands):")
+        fine_tuned = fine_tuned_recipes.run(
+            argparse.Namespace(
+                data=args.data, weights=args.weights, recipes=args.fine_tuned,
+                runs=args.fine_tuned_runs, reuse=args.reuse,
+            )
+        )  # fmt: skip
+        results["fine_tuned"] = fine_tuned
+        Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
+        fine_tuned_recipes.print_table(fine_tuned)
     return 0
 
 

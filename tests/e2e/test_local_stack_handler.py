@@ -79,6 +79,7 @@ def test_images_folder_to_json_catalogue(model_dir: Path, tmp_path: Path) -> Non
     assert f"uploads/{LABELS[0]}/photo 0+{LABELS[0]} é.jpg" in by_key
 
 
+@pytest.mark.heavy
 def test_default_run_prints_a_table(model_dir: Path) -> None:
     completed = run_local("--model", str(model_dir))
     assert completed.returncode == 0, completed.stderr[-3000:]

@@ -360,6 +360,7 @@ def review_for(url: str, seconds: float, think: float, driver: Any) -> list[str]
     return decided
 
 
+@pytest.mark.heavy
 def test_two_reviewers_at_once_work_on_disjoint_photos_at_twice_the_pace(
     empty_stack: Stack,
 ) -> None:

@@ -44,6 +44,7 @@ def stop(process: subprocess.Popen[str]) -> None:
             process.wait()
 
 
+@pytest.mark.heavy
 def test_serve_then_review_without_arguments(tmp_path: Path) -> None:
     models = tmp_path / "models"
     publish_tiny_artifact(models, review_threshold=0.99)  # every decodable photo needs review

@@ -1088,6 +1088,7 @@ def test_a_file_always_too_slow_is_rejected_on_its_second_receive_never_the_dlq(
     assert queue_depth(stack.sqs, stack.resources.dead_letter_queue_url) == 0
 
 
+@pytest.mark.heavy
 def test_a_file_killed_for_memory_twice_is_rejected_in_its_first_invocation(
     stack: Stack, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -1171,6 +1172,7 @@ def test_a_file_that_kills_the_whole_process_is_blamed_on_a_later_receive(
     assert set(stack.items()) == {deadly_key, photo_key}
 
 
+@pytest.mark.heavy
 def test_a_photo_is_written_while_a_slow_file_still_decodes(
     stack: Stack, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -35,6 +35,7 @@ def _client(endpoint: str) -> Any:
     )
 
 
+@pytest.mark.heavy
 def test_only_one_of_several_concurrent_conditional_writers_wins() -> None:
     with moto_server() as endpoint:
         dynamodb = _client(endpoint)

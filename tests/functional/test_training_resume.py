@@ -110,6 +110,7 @@ def _assert_same_arrays(left: dict, right: dict, what: str) -> None:
         np.testing.assert_allclose(value, right[name], **TOLERANCE, err_msg=f"{what}: {name}")
 
 
+@pytest.mark.heavy
 def test_a_run_killed_mid_epoch_resumes_and_matches_an_uninterrupted_one(
     tiny_data: Path, tmp_path: Path
 ) -> None:

@@ -38,6 +38,7 @@ def _history(run_dir: Path) -> list[dict]:
         return list(csv.DictReader(stream))
 
 
+@pytest.mark.heavy
 def test_a_tiny_run_learns_and_writes_its_run_folder(
     tiny_data: Path, tmp_path: Path, capsys
 ) -> None:
@@ -71,6 +72,7 @@ def test_a_tiny_run_learns_and_writes_its_run_folder(
     assert "already holds a finished run" in capsys.readouterr().err
 
 
+@pytest.mark.heavy
 def test_same_seed_same_history_on_cpu(tiny_data: Path, tmp_path: Path) -> None:
     histories = []
     for attempt in ("a", "b"):

@@ -24,7 +24,7 @@ import keras
 import numpy as np
 import pytest
 
-from bench.real_photos import WEIGHTS, real_material_missing
+from bench.real_material import WEIGHTS, real_material_missing
 from contracts.catalogue import Status
 from local_stack.stack import run_local_stack
 from model_build import train

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bench.real_photos import WEIGHTS, real_material_missing
+from bench.real_material import WEIGHTS, real_material_missing
 from contracts.artifact import load_artifact
 from contracts.catalogue import Status
 from contracts.unfamiliarity import METHOD
@@ -41,6 +41,7 @@ def _subset(root: Path) -> Path:
     return grocery_subset(root, LABELS, TRAIN_PER_LABEL)
 
 
+@pytest.mark.heavy
 def test_real_photos_train_export_publish_and_catalogue(tmp_path: Path) -> None:
     """One training run (one test, so parallel test workers never train it twice), then:"""
     real_run = _train(tmp_path)

@@ -140,6 +140,7 @@ def _run(
 
 
 @pytest.mark.parametrize("name", list(QUICK))
+@pytest.mark.heavy
 def test_crafted_file_fails_only_itself(name: str, model_dir: Path) -> None:
     scale, allowed = QUICK[name]
     _run(name, scale, QUICK_DECODE_SECONDS, model_dir, allowed)

@@ -44,6 +44,7 @@ def _assert_nothing_lost(report, config: LoadConfig) -> None:
     assert report.uploaded == config.images
 
 
+@pytest.mark.heavy
 def test_small_load_with_faults_loses_nothing(model_uri):
     # GIVEN 150 uploads (some hostile), 10% transient AWS faults, duplicates, overwrites, deletes
     config = LoadConfig(images=150, workers=2, permanent_failures=3, seed=1, max_seconds=300)

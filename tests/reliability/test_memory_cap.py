@@ -86,6 +86,7 @@ def _receive_batch(sqs: Any, queue_url: str, count: int) -> list[dict[str, Any]]
     raise AssertionError(f"only {len(messages)} of {count} notifications arrived")
 
 
+@pytest.mark.heavy
 def test_one_batch_of_hostile_photos_fits_1024_mb(tmp_path: Path) -> None:
     model_dir = tmp_path / "models"
     publish_tiny_artifact(model_dir, review_threshold=0.01)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from bench.real_photos import GROCERY
+from bench.real_material import GROCERY
 
 
 def grocery_subset(root: Path, labels: Sequence[str], train_per_label: int) -> Path:

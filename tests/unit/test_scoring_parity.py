@@ -71,6 +71,7 @@ def test_top_k_ranks_labels_the_same_way_including_ties() -> None:
     assert worker_top3[8, :2].tolist() == [1, 4]
 
 
+@pytest.mark.heavy
 def test_export_and_the_worker_get_the_same_outputs_from_a_tflite_file(tmp_path) -> None:
     path = tmp_path / "model.tflite"
     path.write_bytes(tiny_model_files()["model.tflite"])

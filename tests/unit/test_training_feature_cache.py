@@ -6,6 +6,7 @@ from pathlib import Path
 
 import keras
 import numpy as np
+import pytest
 
 from model_build.training.feature_cache import augmented_views, compute_features, feature_extractor
 from model_build.training.model import build_model, parts_of
@@ -31,6 +32,7 @@ def _model():
     return model
 
 
+@pytest.mark.heavy
 def test_cached_features_equal_on_the_fly_features_for_the_same_view(tmp_path: Path) -> None:
     model = _model()
     pixels = np.random.default_rng(0).integers(0, 256, (6, IMAGE_SIZE, IMAGE_SIZE, 3), np.uint8)
