@@ -60,7 +60,7 @@ lint: $(BIN)/.installed $(CHECKOV_VENV)/bin/.installed
 ## (pytest -ra): the real-photo tier without ../shared/real, the image check without a CPython
 ## 3.12, the wheel ABI check without network, the browser test without chromium.
 test: lint $(SAM_VENV)/bin/.installed
-	@echo "make test: the unit, functional, e2e and reliability tiers, about 7 minutes on 2 quiet cores;" \
+	@echo "make test: the unit, functional, e2e and reliability tiers, about 6 minutes on 2 quiet cores;" \
 		"skips are listed with their reasons at the end"
 	SAM_TRANSLATOR_PYTHON=$(SAM_VENV)/bin/python $(BIN)/python -m pytest $(PYTEST_PARALLEL) -m "not slow" --durations=15
 
@@ -69,7 +69,8 @@ test-all: lint $(SAM_VENV)/bin/.installed
 	SAM_TRANSLATOR_PYTHON=$(SAM_VENV)/bin/python $(BIN)/python -m pytest $(PYTEST_PARALLEL)
 
 ## test-real: the real-data tier — ImageNet MobileNetV2 on real grocery photos from ../shared/real
-## (tests/real, then the full recipe table of bench/real_photos.py; about 20 min on 2 CPU cores).
+## (tests/real, then bench/real_photos.py: the frozen heads' table, about 10 min, and the four
+## fine-tuned whole training commands beside the reference, about 23 min: 2 quiet CPU cores, cold).
 test-real: $(BIN)/.installed
 	$(BIN)/python -m pytest -n 0 -p no:randomly tests/real
 	$(BIN)/python -m bench.real_photos
