@@ -1,15 +1,18 @@
 """The real tier for ``--fine-tune-from``: ImageNet MobileNetV2 + real grocery photos.
 
 A short fine-tune (six packaged-dairy labels that the frozen ImageNet features confuse, 40
-training photos each, two augmented views) through ``python -m model_build.train``: it must be at
-least as accurate as the frozen head of the same kind trained on the same photos, on the same 46
-held-out photos (:data:`MARGIN`); its float32 TFLite must agree with Keras; and the published
-artifact must be catalogued by the worker on the local stack.
+training photos each, two augmented views) through ``python -m model_build.train``: on the run's
+95 val photos (calibration and held-out together: no weight, checkpoint or argmax depends on
+them) it must beat the frozen head of the same kind trained on the same photos — by
+:data:`MARGIN` over the mean of three head initialisations, and never fall below the best one;
+its float32 TFLite must agree with Keras; and the published artifact must be catalogued by the
+worker on the local stack.
 
-The margin is 0 because that is what the measurements support: the fine-tuned run scored 0.696,
-the frozen head 0.61–0.67 (three trainings, different head initialisations; its epochs range over
-0.63–0.72), a difference of 1–4 photos of 46 — within noise. On the whole grocery set the
-difference is +5.8 to +8.0 points (docs/evaluation.md).
+Measured (2 quiet cores, 2 min): fine-tuned 0.663, frozen head 0.642, 0.558 and 0.589 for seeds
+0–2 (mean 0.596): +6.7 points over the mean, +2.1 over the best initialisation. The margin of 3
+points leaves three photos either way. On the held-out half alone (46 photos) the difference
+was within noise (0.696 against 0.61–0.67), which is why the test uses all of val. On the whole
+grocery set the difference is +5.1 to +8.0 points (docs/evaluation.md).
 
 Skips, with one line, when ``../shared/real`` (weights + photos) is not beside the repository.
 """
@@ -28,6 +31,7 @@ from bench.real_material import WEIGHTS, real_material_missing
 from contracts.catalogue import Status
 from local_stack.stack import run_local_stack
 from model_build import train
+from model_build.data.pipeline import predict
 from model_build.data.prepare import run_split
 from model_build.run_folder import RunFolder
 from model_build.training.feature_cache import compute_features
@@ -43,7 +47,9 @@ pytestmark = [
 ]
 LABELS = ("Juice", "Milk", "Oatghurt", "Sour-Cream", "Soyghurt", "Yoghurt")
 TRAIN_PER_LABEL = 40
-MARGIN = 0.0  # measured: see the module docstring
+MARGIN = 0.03  # over the frozen initialisations' mean; measured: see the module docstring
+FROZEN_SEEDS = (0, 1, 2)
+VAL_PHOTOS = 95  # the val photos of these six labels: calibration and held-out
 
 
 def _subset(root: Path) -> Path:
@@ -64,46 +70,70 @@ def test_a_short_fine_tune_beats_the_frozen_head_and_catalogues(tmp_path: Path) 
     ]  # fmt: skip
     assert train.main(arguments) == 0
 
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-    frozen = _frozen_head_accuracy(run_dir)
-    print(f"fine-tuned held-out accuracy {metrics['accuracy']:.3f}, frozen head {frozen:.3f}")
-    assert metrics["accuracy"] >= frozen + MARGIN, (metrics["accuracy"], frozen)
+    fine_tuned, frozen = _accuracies_on_val(run_dir)
+    print(f"on {VAL_PHOTOS} val photos: fine-tuned {fine_tuned:.3f}, frozen head {frozen}")
+    assert fine_tuned >= float(np.mean(frozen)) + MARGIN, (fine_tuned, frozen)
+    assert fine_tuned >= max(frozen), (fine_tuned, frozen)
     export = json.loads((run_dir / "export.json").read_text())
     assert export["float32_disagreements"] == 0
     _catalogued_on_the_local_stack(data, artifacts, tmp_path / "uploads")
 
 
-def _frozen_head_accuracy(run_dir: Path) -> float:
-    """The same gap head on the frozen ImageNet backbone, trained on the run's own train photos
-    (two augmented views, as the fine-tune), the epoch chosen on the run's selection photos;
-    accuracy on the run's held-out photos."""
+def _accuracies_on_val(run_dir: Path) -> tuple[float, list[float]]:
+    """The fine-tuned model's accuracy and the frozen head's (one per initialisation) on the
+    run's val photos: calibration and held-out together, which nothing was fitted or chosen
+    on (the temperature the calibration photos fit does not move an argmax).
 
-    keras.utils.set_random_seed(0)
+    The frozen head is the same gap head on the frozen ImageNet backbone, trained on the run's
+    own train photos (two augmented views, as the fine-tune), its epoch chosen on the run's
+    selection photos."""
+
+    run = RunFolder(run_dir)
+    splits = {
+        name: run_split(run, name) for name in ("train", "selection", "calibration", "held_out")
+    }
+    val_pixels = np.concatenate([splits["calibration"].pixels, splits["held_out"].pixels])
+    val_labels = np.concatenate(
+        [splits["calibration"].label_indices, splits["held_out"].label_indices]
+    )
+    assert len(val_labels) == VAL_PHOTOS
+    fine_tuned_model = keras.models.load_model(run_dir / "model.keras", compile=False)
+    fine_tuned = float(np.mean(predict(fine_tuned_model, val_pixels).argmax(1) == val_labels))
+
     classifier = build_classifier(
         "mobilenet_v2", num_classes=len(LABELS), weights=str(WEIGHTS), head="gap"
     )
-    run = RunFolder(run_dir)
-    splits = {name: run_split(run, name) for name in ("train", "selection", "held_out")}
+    pixels = {"train": splits["train"].pixels, "selection": splits["selection"].pixels,
+              "val": val_pixels}  # fmt: skip
     features = {
         name: np.asarray(
             compute_features(
-                classifier.model, split.pixels, run_dir / f"frozen_{name}.npy",
+                classifier.model, images, run_dir / f"frozen_{name}.npy",
                 views=2 if name == "train" else 0, seed=0, batch_size=32,
             ),
             np.float32,
         )
-        for name, split in splits.items()
+        for name, images in pixels.items()
     }  # fmt: skip
-    head = classifier.head
-    head.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-    best = {"selection": -1.0, "held_out": 0.0}
+    frozen = []
+    for seed in FROZEN_SEEDS:
+        keras.utils.set_random_seed(seed)
+        head = keras.models.clone_model(classifier.head)
+        frozen.append(_best_on_selection(head, features, splits, val_labels))
+    return fine_tuned, frozen
+
+
+def _best_on_selection(head, features: dict, splits: dict, val_labels: np.ndarray) -> float:
+    """Train ``head`` on the train features for 15 epochs; its val accuracy at the epoch with the
+    best selection accuracy."""
+    head.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    best = {"selection": -1.0, "val": 0.0}
 
     class KeepBest(keras.callbacks.Callback):
         def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
             selection = _accuracy(head, features["selection"], splits["selection"].label_indices)
             if selection > best["selection"]:
-                held_out = _accuracy(head, features["held_out"], splits["held_out"].label_indices)
-                best.update(selection=selection, held_out=held_out)
+                best.update(selection=selection, val=_accuracy(head, features["val"], val_labels))
 
     head.fit(
         features["train"],
@@ -112,7 +142,7 @@ def _frozen_head_accuracy(run_dir: Path) -> float:
         verbose=0,
         callbacks=[KeepBest()],
     )
-    return best["held_out"]
+    return best["val"]
 
 
 def _accuracy(head, features: np.ndarray, labels: np.ndarray) -> float:
