@@ -67,6 +67,18 @@ FINE_TUNE_RECIPES: Final[dict[str, tuple[str, ...]]] = {
         "--feature-cache-views", "4", "--fine-tune-epochs", "8",
         "--fine-tune-learning-rate", "1e-5", "--fine-tune-head-learning-rate", "1e-4",
     ),
+    # The documented recipe with the seed's reference head (the head alternative) and with 12
+    # fine-tuning epochs instead of 8 (the epochs alternative).
+    "ft_reference_block13_gentle": (
+        "--head", "reference", "--fine-tune-from", "block_13_expand", "--epochs", "20",
+        "--feature-cache-views", "4", "--fine-tune-epochs", "8",
+        "--fine-tune-learning-rate", "1e-5", "--fine-tune-head-learning-rate", "1e-4",
+    ),
+    "ft_gap_block13_gentle_12": (
+        "--head", "gap", "--fine-tune-from", "block_13_expand", "--epochs", "20",
+        "--feature-cache-views", "4", "--fine-tune-epochs", "12",
+        "--fine-tune-learning-rate", "1e-5", "--fine-tune-head-learning-rate", "1e-4",
+    ),
     # The same from the last block only (block 16: 9 ms per photo forward + backward against 16
     # for blocks 13-16): the "which block" alternative, measured on selection like the others.
     "ft_gap_block16_gentle": (

@@ -42,7 +42,9 @@ import time
 from pathlib import Path
 from typing import Any, Final
 
+import keras
 import numpy as np
+from keras import layers
 
 from bench import fine_tuned_recipes
 from bench.real_material import GROCERY, REPOSITORY_ROOT, WEIGHTS, load_data, real_material_missing
@@ -62,6 +64,8 @@ from model_build.evaluation.unfamiliarity import (
 from model_build.release.export import convert_float32, convert_int8, keras_predict, tflite_predict
 from model_build.release.int8_gate import gate_int8
 from model_build.release.quality_gate import compare, outcome_of
+from model_build.training.feature_cache import compute_features
+from model_build.training.model import build_head, build_model, parts_of
 
 RESULTS: Final[Path] = REPOSITORY_ROOT / "bench" / "results" / "real_photos.json"
 RECIPES: Final[tuple[str, ...]] = ("reference", "gap", "gap_ls", "gap_mlp")
@@ -72,11 +76,6 @@ SMOOTHED: Final[frozenset[str]] = frozenset({"gap_ls", "gap_mlp"})
 
 
 def build_recipe_head(recipe: str, feature_shape: tuple[int, ...], classes: int):
-    import keras  # noqa: PLC0415 — TensorFlow takes seconds to load; only the steps that use it pay for it
-    from keras import layers  # noqa: PLC0415 — TensorFlow takes seconds to load; only the steps that use it pay for it
-
-    from model_build.training.model import build_head  # noqa: PLC0415 — model_build.training.model loads TensorFlow; this module stays light without it
-
     if recipe in ("reference", "gap"):  # exactly what python -m model_build.train --head builds
         return build_head(feature_shape, classes, kind=recipe)
     features = keras.Input(shape=feature_shape, name="features")
@@ -107,7 +106,6 @@ def train_head(
 ):
     """Train a head on cached features; keep the weights of the best epoch on the *selection*
     features (``val_*`` in Keras' names): never the calibration or held-out photos."""
-    import keras  # noqa: PLC0415 — TensorFlow takes seconds to load; only the steps that use it pay for it
 
     keras.utils.set_random_seed(seed)
     head = build_recipe_head(recipe, tuple(train_features.shape[1:]), classes)
@@ -154,8 +152,6 @@ def predict(head, features: np.ndarray, batch_size: int = 256) -> np.ndarray:
 
 
 def logits_of(head, features: np.ndarray) -> np.ndarray | None:
-    import keras  # noqa: PLC0415 — TensorFlow takes seconds to load; only the steps that use it pay for it
-
     try:
         layer = head.get_layer("logits")
     except ValueError:
@@ -168,14 +164,10 @@ def logits_of(head, features: np.ndarray) -> np.ndarray | None:
 
 
 def backbone_model(weights: Path, classes: int):
-    from model_build.training.model import build_model  # noqa: PLC0415 — model_build.training.model loads TensorFlow; this module stays light without it
-
     return build_model("mobilenet_v2", num_classes=classes, weights=str(weights))
 
 
 def features_for(model, pixels: np.ndarray, path: Path, *, views: int) -> np.ndarray:
-    from model_build.training.feature_cache import compute_features  # noqa: PLC0415 — model_build.training.feature_cache loads TensorFlow; this module stays light without it
-
     if path.is_file():
         return RowFile(path)
     return compute_features(model, pixels, path, views=views, seed=0, batch_size=32)
@@ -227,10 +219,6 @@ def int8_row(
     model, head, train_pixels, fit_pixels, fit_labels, eval_pixels, eval_labels, *, float32
 ) -> dict[str, Any]:
     """Full model (scaling + backbone + this head) → TFLite float32 and int8; held-out gate."""
-    import keras  # noqa: PLC0415 — TensorFlow takes seconds to load; only the steps that use it pay for it
-
-    from model_build.training.model import parts_of  # noqa: PLC0415 — model_build.training.model loads TensorFlow; this module stays light without it
-
     parts = parts_of(model)
     inputs = model.inputs[0]
     full = keras.Model(inputs, head(parts.backbone(parts.scaling(inputs), training=False)))
