@@ -82,6 +82,13 @@ def _environment() -> dict[str, str]:
     return {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
 
 
+def _run(command: list[str]) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        command, cwd=REPOSITORY_ROOT, env=_environment(), capture_output=True, text=True,
+        timeout=300,
+    )  # fmt: skip
+
+
 def _history(run_dir: Path) -> list[dict]:
     with (run_dir / "history.csv").open(newline="") as stream:
         return list(csv.DictReader(stream))
@@ -126,14 +133,7 @@ def test_a_run_killed_mid_epoch_resumes_and_matches_an_uninterrupted_one(
         stderr=subprocess.STDOUT,
     )
     try:
-        killed = subprocess.run(
-            _killed_command(tiny_data, resumed_dir, cache),
-            cwd=REPOSITORY_ROOT,
-            env=_environment(),
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
+        killed = _run(_killed_command(tiny_data, resumed_dir, cache))
     finally:
         reference.wait(timeout=300)
         reference_log.close()
@@ -146,14 +146,7 @@ def test_a_run_killed_mid_epoch_resumes_and_matches_an_uninterrupted_one(
     assert completed < len(expected), "the kill must land before training ended"
     assert json.loads((resumed_dir / "run_state.json").read_text())["status"] == "running"
 
-    resumed = subprocess.run(
-        _command(tiny_data, resumed_dir, cache),
-        cwd=REPOSITORY_ROOT,
-        env=_environment(),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    resumed = _run(_command(tiny_data, resumed_dir, cache))
     assert resumed.returncode == 0, resumed.stderr[-3000:]
 
     # It continued from the last completed epoch, and no earlier epoch was trained again.
