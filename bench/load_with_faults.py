@@ -61,7 +61,14 @@ from contracts.image import HEIF_SUPPORTED  # importing it registers Pillow's HE
 from handler.app import lambda_handler
 from handler.events import records_from_sqs_body
 from local_stack.resources import create_local_resources
-from local_stack.stack import LocalContext, drain_queue, moto_server, point_boto3_at, queue_depth
+from local_stack.stack import (
+    LocalContext,
+    drain_queue,
+    environment_restored,
+    moto_server,
+    point_boto3_at,
+    queue_depth,
+)
 from sample_data.photos import LABELS, draw_sample_image
 from tests.support.tiny_artifact import publish_tiny_artifact
 
@@ -279,7 +286,7 @@ def run_load(config: LoadConfig, model_uri: str, *, log=print) -> LoadReport:
     permanent = choose_permanent_keys(
         [key for key, data in photos.items() if data], config.permanent_failures, config.seed
     )
-    with _serialised_moto_sqs(), moto_server() as endpoint_url:
+    with _serialised_moto_sqs(), environment_restored(), moto_server() as endpoint_url:
         point_boto3_at(endpoint_url)
         session = boto3.session.Session()
         s3, sqs, dynamodb = (

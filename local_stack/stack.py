@@ -122,6 +122,22 @@ def moto_server() -> Iterator[str]:
         server.stop()
 
 
+@contextmanager
+def environment_restored() -> Iterator[None]:
+    """The process environment as it was before the block, whatever the block set.
+
+    A local stack points boto3 and the in-process worker at its moto server through the
+    environment; once the server has stopped, a later caller in the same process (a test, a
+    benchmark's next step) must not be sent to its closed port.
+    """
+    saved = dict(os.environ)
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
 def point_boto3_at(endpoint_url: str) -> None:
     """Make every boto3 client of this process (the handler's too) talk to ``endpoint_url``.
 
@@ -369,7 +385,7 @@ def run_local_stack(
     """Upload ``images`` through a fresh local stack and drain it; returns the catalogue, the
     drain statistics, the number of uploads and the DLQ's depth. ``hold(endpoint, resources,
     items)``, when given, runs before the moto server stops (``--serve`` waits there)."""
-    with moto_server() as endpoint:
+    with environment_restored(), moto_server() as endpoint:
         point_boto3_at(endpoint)
         local = clients(endpoint)
         resources = create_local_resources(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -53,6 +54,20 @@ def function_memory_on_top_of_the_test_process(monkeypatch: pytest.MonkeyPatch) 
     which sets the variable itself. A test may still set its own value after this fixture.
     """
     monkeypatch.setenv("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", str(_resident_mb() + 1024))
+
+
+@pytest.fixture(autouse=True)
+def environment_of_each_test_restored() -> Iterator[None]:
+    """Whatever a test (or the code it calls) sets in ``os.environ`` leaves with it.
+
+    The next test in the same pytest process is the second actor: when a local stack pointed
+    boto3 at its moto server and the variable outlived the server, a later test's boto3
+    clients (even under ``mock_aws``) went to the closed port.
+    """
+    saved = dict(os.environ)
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
 
 
 @pytest.fixture

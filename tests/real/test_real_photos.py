@@ -126,12 +126,10 @@ def _the_published_model_catalogues_real_photos_on_the_local_stack(
     drawing = draw_sample_image("stroller", np.random.default_rng(0), 256)
     drawing.save(uploads / "drawing.jpg", format="JPEG")
 
-    saved = dict(os.environ)
-    try:
-        items, _, uploaded, dead = run_local_stack(uploads, str(artifacts), None)
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
+    environment = dict(os.environ)
+    items, _, uploaded, dead = run_local_stack(uploads, str(artifacts), None)
+    # The stack pointed boto3 and the worker at its moto server only while it ran.
+    assert dict(os.environ) == environment
     by_key = {item.key: item for item in items}
     assert uploaded == len(LABELS) + 1
     assert dead == 0

@@ -7,6 +7,8 @@ variant, the full 2,000-photo run is marked slow (``make test-all`` or
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from bench.load_with_faults import PEAK_RSS_LIMIT_MB, LoadConfig, run_load
@@ -49,9 +51,13 @@ def test_small_load_with_faults_loses_nothing(model_uri):
     # GIVEN 150 uploads (some hostile), 10% transient AWS faults, duplicates, overwrites, deletes
     config = LoadConfig(images=150, workers=2, permanent_failures=3, seed=1, max_seconds=300)
     # WHEN two worker processes drain the queue through the real handler
+    environment = dict(os.environ)
     report = run_load(config, model_uri, log=lambda _: None)
     # THEN every object has exactly one final item and the DLQ holds only the planned failures
     _assert_nothing_lost(report, config)
+    # and the stopped moto server's endpoint did not stay in this process's environment, where
+    # the next caller's boto3 clients would find it
+    assert dict(os.environ) == environment
 
 
 @pytest.mark.slow
