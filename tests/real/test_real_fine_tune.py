@@ -157,12 +157,9 @@ def _catalogued_on_the_local_stack(data: Path, artifacts: Path, uploads: Path) -
         source = sorted((data / "val" / label).iterdir())[0]
         (uploads / f"{label}.jpg").write_bytes(source.resolve().read_bytes())
         photos[f"uploads/{label}.jpg"] = label
-    saved = dict(os.environ)
-    try:
-        items, _, uploaded, dead = run_local_stack(uploads, str(artifacts), None)
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
+    environment = dict(os.environ)
+    items, _, uploaded, dead = run_local_stack(uploads, str(artifacts), None)
+    assert dict(os.environ) == environment  # the stack's settings left with it
     by_key = {item.key: item for item in items}
     assert uploaded == len(LABELS)
     assert dead == 0
