@@ -58,6 +58,8 @@ class TrainConfig:
     # below it (model_build/training/fine_tune.py); the head warm-starts from the frozen phase.
     fine_tune_from: str | None = None
     fine_tune_head_learning_rate: float = 1e-4  # the head's rate in that phase
+    # ε > 0: every phase trains on smoothed targets (1 - ε + ε/K for the label, ε/K otherwise).
+    label_smoothing: float = 0.0
     feature_cache_views: int = 0  # K > 0: train the head on K cached augmented views
     publish: str | None = None  # folder or s3://; None = ./artifacts for the sample, else none
     # The review rule (model_build.evaluation.calibration): auto-catalogued precision ≥ target
@@ -159,6 +161,8 @@ class Plan:
         batch = f"batch {self.global_batch_size}, Adam {self.learning_rate:g}"
         if self.replicas > 1:
             batch += f" ({self.replicas} replicas × batch {config.batch_size}, rate scaled)"
+        if config.label_smoothing:
+            batch += f", label smoothing {config.label_smoothing:g}"
         lines.append(f"  epochs    {epochs}, {batch}")
         if config.feature_cache_views and not self.uses_feature_cache:
             lines.append("  features  --feature-cache-views needs a backbone; training on the fly")

@@ -232,6 +232,13 @@ def parse_arguments(argv: list[str] | None = None) -> TrainConfig:
         "--fine-tune-learning-rate (default: %(default)s)",
     )
     add(
+        "--label-smoothing",
+        type=float,
+        default=defaults.label_smoothing,
+        help="ε in [0, 1): train every phase on targets 1 - ε + ε/K for the label and ε/K for "
+        "each other label (default: %(default)s, none)",
+    )
+    add(
         "--target-precision",
         type=float,
         default=defaults.target_precision,
@@ -414,6 +421,8 @@ def check_choices(config: TrainConfig) -> None:
             problems.append(problem)
         if config.fine_tune_layers:
             problems.append("--fine-tune-from and --fine-tune-layers are two ways to do one thing")
+    if not 0.0 <= config.label_smoothing < 1.0:
+        problems.append(f"--label-smoothing must be in [0, 1), got {config.label_smoothing}")
     if not 0.0 < config.selection_fraction < 1.0:
         problems.append(
             f"--selection-fraction must be between 0 and 1, got {config.selection_fraction}"

@@ -227,22 +227,60 @@ def pad_for_replicas(dataset: tf.data.Dataset, replicas: int) -> tf.data.Dataset
     return dataset.map(pad)
 
 
-def compile_for(model, learning_rate: float, replicas: int = 1) -> None:
-    """Adam, sparse categorical cross-entropy, accuracy; weighted (padding rows count 0) when
-    the batches are padded for several replicas (:func:`pad_for_replicas`)."""
-    if replicas <= 1:
-        model.compile(
-            optimizer=keras.optimizers.Adam(learning_rate=learning_rate),
-            # Integer labels; identical to the reference's categorical cross-entropy on one-hot.
-            loss="sparse_categorical_crossentropy",
-            metrics=["accuracy"],
+@keras.saving.register_keras_serializable(package="model_build")
+class SmoothedSparseCrossentropy(keras.losses.Loss):
+    """Categorical cross-entropy with label smoothing, for integer labels.
+
+    Keras' ``SparseCategoricalCrossentropy`` has no ``label_smoothing`` (only the one-hot
+    ``CategoricalCrossentropy`` does, https://keras.io/api/losses/probabilistic_losses/), so the
+    labels are made one-hot inside the loss and passed to ``categorical_crossentropy``: the target
+    of the true label is ``1 - ε + ε/K`` and of each other label ``ε/K``. Registered so a saved
+    model that carries its compile settings loads anywhere.
+    """
+
+    def __init__(self, label_smoothing: float = 0.0, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.label_smoothing = float(label_smoothing)
+
+    def call(self, y_true, y_pred):
+        classes = keras.ops.shape(y_pred)[-1]
+        labels = keras.ops.cast(keras.ops.reshape(y_true, (-1,)), "int32")
+        return keras.losses.categorical_crossentropy(
+            keras.ops.one_hot(labels, classes, dtype=y_pred.dtype),
+            y_pred,
+            label_smoothing=self.label_smoothing,
         )
-        return
-    model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate=learning_rate),
-        loss=keras.losses.SparseCategoricalCrossentropy(reduction="mean_with_sample_weight"),
-        weighted_metrics=["accuracy"],
-    )
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "label_smoothing": self.label_smoothing}
+
+
+def training_loss(label_smoothing: float = 0.0, replicas: int = 1):
+    """The training loss: sparse categorical cross-entropy (integer labels; identical to the
+    reference's categorical cross-entropy on one-hot), with ``label_smoothing`` ε > 0 the
+    smoothed one; weighted (padding rows count 0) when the batches are padded for several
+    replicas (:func:`pad_for_replicas`)."""
+    reduction = "mean_with_sample_weight" if replicas > 1 else "sum_over_batch_size"
+    if label_smoothing > 0:
+        return SmoothedSparseCrossentropy(label_smoothing, reduction=reduction)
+    if replicas <= 1:
+        return "sparse_categorical_crossentropy"
+    return keras.losses.SparseCategoricalCrossentropy(reduction=reduction)
+
+
+def compile_for(
+    model, learning_rate: float, replicas: int = 1, *, label_smoothing: float = 0.0
+) -> None:
+    """Adam, :func:`training_loss`, accuracy (weighted when the batches are padded for several
+    replicas, :func:`pad_for_replicas`)."""
+    compile_with(model, keras.optimizers.Adam(learning_rate=learning_rate), replicas,
+                 label_smoothing=label_smoothing)  # fmt: skip
+
+
+def compile_with(model, optimizer, replicas: int = 1, *, label_smoothing: float = 0.0) -> None:
+    """Compile ``model`` with ``optimizer``, :func:`training_loss` and accuracy."""
+    metrics = {"weighted_metrics" if replicas > 1 else "metrics": ["accuracy"]}
+    model.compile(optimizer=optimizer, loss=training_loss(label_smoothing, replicas), **metrics)
 
 
 def predict(

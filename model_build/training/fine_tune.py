@@ -37,6 +37,7 @@ from typing import Final
 import keras
 import numpy as np
 
+from model_build.data.pipeline import compile_with
 from model_build.training.feature_cache import (
     FEATURES_DIR,
     cached_views,
@@ -189,6 +190,7 @@ def compile_two_rates(
     head_learning_rate: float,
     backbone_learning_rate: float,
     replicas: int = 1,
+    label_smoothing: float = 0.0,
 ) -> None:
     """Compile ``trainer`` like :func:`model_build.data.pipeline.compile_for`, with
     :class:`TwoRateAdam` (the top at ``backbone_learning_rate``, the head at
@@ -198,13 +200,4 @@ def compile_two_rates(
         backbone_variables=top.trainable_variables,
         backbone_ratio=backbone_learning_rate / head_learning_rate,
     )
-    if replicas <= 1:
-        trainer.compile(
-            optimizer=optimizer, loss="sparse_categorical_crossentropy", metrics=["accuracy"]
-        )
-        return
-    trainer.compile(
-        optimizer=optimizer,
-        loss=keras.losses.SparseCategoricalCrossentropy(reduction="mean_with_sample_weight"),
-        weighted_metrics=["accuracy"],
-    )
+    compile_with(trainer, optimizer, replicas, label_smoothing=label_smoothing)

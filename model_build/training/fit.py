@@ -240,7 +240,7 @@ def _callbacks(
 
 
 def _compile(model: keras.Model, plan: Plan, learning_rate: float) -> None:
-    compile_for(model, learning_rate, plan.replicas)
+    compile_for(model, learning_rate, plan.replicas, label_smoothing=plan.config.label_smoothing)
 
 
 def train(
@@ -501,6 +501,7 @@ def fine_tune_top(
             head_learning_rate=plan.fine_tune_head_learning_rate,
             backbone_learning_rate=plan.fine_tune_learning_rate,
             replicas=plan.replicas,
+            label_smoothing=config.label_smoothing,
         )
     completed = max(run.backed_up_epochs("fine_tune") - epochs_done, 0)
     train_data, steps = head_train_dataset(
