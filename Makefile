@@ -70,8 +70,9 @@ test-all: lint $(SAM_VENV)/bin/.installed
 	SAM_TRANSLATOR_PYTHON=$(SAM_VENV)/bin/python $(BIN)/python -m pytest $(PYTEST_PARALLEL)
 
 ## test-real: the real-data tier — ImageNet MobileNetV2 on real grocery photos from ../shared/real
-## (tests/real, then bench/real_photos.py: the frozen heads' table, about 10 min, and the four
-## fine-tuned whole training commands beside the reference, about 23 min: 2 quiet CPU cores, cold).
+## (tests/real, then bench/real_photos.py: the frozen heads' table, about 10 min, and the whole
+## training commands of the reference and the documented fine-tuned recipe, about 17 min: 2 quiet
+## CPU cores, cold; the other recipes with --fine-tuned NAME ...).
 test-real: $(BIN)/.installed
 	$(BIN)/python -m pytest -n 0 -p no:randomly tests/real
 	$(BIN)/python -m bench.real_photos

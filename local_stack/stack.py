@@ -41,6 +41,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
+from unittest import mock
 
 import boto3
 import numpy as np
@@ -122,20 +123,15 @@ def moto_server() -> Iterator[str]:
         server.stop()
 
 
-@contextmanager
-def environment_restored() -> Iterator[None]:
-    """The process environment as it was before the block, whatever the block set.
+def environment_restored() -> contextlib.AbstractContextManager:
+    """The process environment as it was before the block, whatever the block set
+    (``unittest.mock.patch.dict``: keys added in the block are removed, changed ones restored).
 
     A local stack points boto3 and the in-process worker at its moto server through the
     environment; once the server has stopped, a later caller in the same process (a test, a
     benchmark's next step) must not be sent to its closed port.
     """
-    saved = dict(os.environ)
-    try:
-        yield
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
+    return mock.patch.dict(os.environ)
 
 
 def point_boto3_at(endpoint_url: str) -> None:

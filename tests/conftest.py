@@ -7,6 +7,7 @@ import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from unittest import mock
 
 import pytest
 
@@ -64,10 +65,8 @@ def environment_of_each_test_restored() -> Iterator[None]:
     boto3 at its moto server and the variable outlived the server, a later test's boto3
     clients (even under ``mock_aws``) went to the closed port.
     """
-    saved = dict(os.environ)
-    yield
-    os.environ.clear()
-    os.environ.update(saved)
+    with mock.patch.dict(os.environ):
+        yield
 
 
 @pytest.fixture
